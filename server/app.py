@@ -1,0 +1,53 @@
+"""The application factory: everything the web app needs is built here, nothing at import."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+from htmx_flask import Htmx
+
+from . import store
+from .config import Project
+
+
+def _asset_folder(name: str) -> str:
+    """templates/ and static/ sit at the repository's top level in a checkout and inside
+    the package in an installed wheel."""
+    packaged = Path(__file__).parent / name
+    return str(packaged if packaged.is_dir() else Path(__file__).parent.parent / name)
+
+
+def create_app(project_dir: str | os.PathLike | None = None, test_config: dict | None = None):
+    project = Project.open(project_dir or os.environ["ACTIVELABEL_PROJECT"])
+    app = Flask(
+        __name__,
+        template_folder=_asset_folder("templates"),
+        static_folder=_asset_folder("static"),
+    )
+    app.config.update(
+        SECRET_KEY=project.secret_key(),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        # The token lives as long as the session: a tab left open for an hour still works.
+        WTF_CSRF_TIME_LIMIT=None,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["activelabel"] = project
+    store.connect(project.db_path).conn.close()  # applies pending migrations once
+
+    Htmx(app)
+    CSRFProtect(app)
+
+    from .web import register
+
+    register(app)
+    return app

@@ -1,0 +1,97 @@
+"""Project-level actions shared by the CLI and the demo: create, import, add users."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from . import store
+from .config import Project, ProjectConfig, ProjectError
+from .importer import ImportReport, class_folders, import_folder
+from .passwords import generate_password, hash_password
+
+Progress = Callable[[int], None]
+
+
+def init_project(
+    folder: str | Path,
+    images: str | Path,
+    classes: list[str] | None = None,
+    *,
+    seed: int = 0,
+    votes_per_image: int = 1,
+    progress: Progress | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> tuple[Project, ImportReport]:
+    """Create a project from an image folder. Classes come from `classes`, or else from the
+    folder's first-level sub-folders (folder-per-class layout)."""
+    images = Path(images).expanduser().resolve()
+    names = classes if classes else class_folders(images)
+    if not names:
+        raise ProjectError(
+            f"no classes: pass --classes a,b,c or arrange {images} as one sub-folder per class"
+        )
+    root = Path(folder).expanduser().resolve()
+    if images == root or root in images.parents:
+        raise ProjectError("put the project folder outside the image folder")
+    config = ProjectConfig(
+        name=root.name, images=str(images), seed=seed, votes_per_image=votes_per_image
+    )
+    names = [store.check_class_name(n) for n in names]  # before anything is written
+    if len(set(names)) != len(names):
+        raise store.StoreError("class names must be unique")
+    project = Project.create(root, config)
+    db = store.connect(project.db_path)
+    store.add_classes(db, names)
+    report = import_images(project, images, progress=progress, on_start=on_start, db=db)
+    db.conn.close()
+    return project, report
+
+
+def import_images(
+    project: Project,
+    images: str | Path,
+    *,
+    progress: Progress | None = None,
+    on_start: Callable[[int], None] | None = None,
+    db=None,
+) -> ImportReport:
+    own = db is None
+    db = db or store.connect(project.db_path)
+    try:
+        return import_folder(
+            db,
+            images,
+            seed=project.config.seed,
+            votes_needed=project.config.votes_per_image,
+            max_pixels=project.config.max_pixels,
+            progress=progress,
+            on_start=on_start,
+        )
+    finally:
+        if own:
+            db.conn.close()
+
+
+def add_user(project: Project, name: str, role: str, password: str | None = None) -> str:
+    """Add a user; returns the password (generated when none is given)."""
+    password = password or generate_password()
+    db = store.connect(project.db_path)
+    try:
+        store.add_user(db, name, role, hash_password(password))
+    finally:
+        db.conn.close()
+    return password
+
+
+def reset_password(project: Project, name: str, password: str | None = None) -> str:
+    password = password or generate_password()
+    db = store.connect(project.db_path)
+    try:
+        user = store.get_user_by_name(db, name)
+        if user is None:
+            raise store.StoreError(f"no user named {name!r}")
+        store.set_password(db, user["id"], hash_password(password))
+    finally:
+        db.conn.close()
+    return password

@@ -1,0 +1,191 @@
+"""Classes, images and the record of each import."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable
+
+from sqlite_utils import Database
+
+from .connection import StoreError, now_iso, write
+
+NAME_MAX = 64
+
+
+def check_class_name(name: str) -> str:
+    """Class names become folder names in exports, so they must be safe as one."""
+    name = name.strip()
+    if not name:
+        raise StoreError("a class name cannot be empty")
+    if len(name) > NAME_MAX:
+        raise StoreError(f"class name {name[:20]!r}... is longer than {NAME_MAX} characters")
+    if name in (".", "..") or any(ch in name for ch in "/\\") or not name.isprintable():
+        raise StoreError(f"class name {name!r} cannot contain '/', '\\' or control characters")
+    return name
+
+
+def classes(db: Database) -> list[dict]:
+    return list(db.query("SELECT id, name, position FROM classes ORDER BY position"))
+
+
+def class_by_id(db: Database, class_id: int) -> dict | None:
+    rows = list(db.query("SELECT id, name, position FROM classes WHERE id = ?", [class_id]))
+    return rows[0] if rows else None
+
+
+def add_classes(db: Database, names: Iterable[str]) -> list[dict]:
+    """Add classes not yet known, in the order given; returns all classes."""
+    cleaned = [check_class_name(n) for n in names]
+    if len(set(cleaned)) != len(cleaned):
+        raise StoreError("class names must be unique")
+    with write(db):
+        existing = {c["name"] for c in classes(db)}
+        position = db.execute("SELECT coalesce(max(position), -1) FROM classes").fetchone()[0]
+        for name in cleaned:
+            if name not in existing:
+                position += 1
+                db.execute(
+                    "INSERT INTO classes (name, position) VALUES (?, ?)", [name, position]
+                )
+    return classes(db)
+
+
+def shuffle_key(seed: int, sha256: str) -> int:
+    """A seeded position for an image that does not change as more images arrive."""
+    digest = hashlib.sha256(f"{seed}:{sha256}".encode()).digest()
+    return int.from_bytes(digest[:7], "big")
+
+
+def start_import(db: Database, source: str) -> int:
+    with write(db):
+        cursor = db.execute(
+            "INSERT INTO import_runs (source, started_at, added, labeled, duplicates, skipped,"
+            " ignored) VALUES (?, ?, 0, 0, 0, 0, 0)",
+            [source, now_iso()],
+        )
+    return cursor.lastrowid
+
+
+def known_hashes(db: Database, hashes: list[str]) -> dict[str, str]:
+    """sha256 -> path of the images already in the project among `hashes`."""
+    found: dict[str, str] = {}
+    for start in range(0, len(hashes), 500):
+        chunk = hashes[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in db.query(f"SELECT sha256, path FROM images WHERE sha256 IN ({marks})", chunk):
+            found[row["sha256"]] = row["path"]
+    return found
+
+
+def add_images(
+    db: Database, import_id: int, images: list[dict], seed: int, votes_needed: int
+) -> list[int]:
+    """Insert checked images (dicts with sha256, path, rel_path, width, height, format, mode,
+    bytes and optional class_id) in one transaction. Images with a class_id get an 'import'
+    label. Returns the new ids, in order. Hashes already present raise StoreError."""
+    ids: list[int] = []
+    stamp = now_iso()
+    with write(db):
+        for image in images:
+            try:
+                cursor = db.execute(
+                    "INSERT INTO images (sha256, path, rel_path, width, height, format, mode,"
+                    " bytes, import_id, added_at, votes_needed, shuffle_key)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        image["sha256"],
+                        image["path"],
+                        image["rel_path"],
+                        image["width"],
+                        image["height"],
+                        image["format"],
+                        image["mode"],
+                        image["bytes"],
+                        import_id,
+                        stamp,
+                        votes_needed,
+                        shuffle_key(seed, image["sha256"]),
+                    ],
+                )
+            except sqlite3.IntegrityError as exc:  # a duplicate hash
+                raise StoreError(f"cannot add {image['path']}: {exc}") from exc
+            image_id = cursor.lastrowid
+            ids.append(image_id)
+            class_id = image.get("class_id")
+            if class_id is None:
+                db.execute(
+                    "INSERT INTO image_state (image_id, status, votes, unsure, updated_at)"
+                    " VALUES (?, 'unlabeled', 0, 0, ?)",
+                    [image_id, stamp],
+                )
+                db.execute(
+                    "INSERT INTO queue (image_id, priority) VALUES (?, ?)",
+                    [image_id, float(shuffle_key(seed, image["sha256"]))],
+                )
+            else:
+                db.execute(
+                    "INSERT INTO annotations (image_id, user_id, kind, class_id, source,"
+                    " created_at) VALUES (?, NULL, 'label', ?, 'import', ?)",
+                    [image_id, class_id, stamp],
+                )
+                db.execute(
+                    "INSERT INTO image_state (image_id, status, class_id, votes, unsure,"
+                    " updated_at) VALUES (?, 'labeled', ?, 1, 0, ?)",
+                    [image_id, class_id, stamp],
+                )
+                if votes_needed > 1:
+                    db.execute(
+                        "INSERT INTO queue (image_id, priority) VALUES (?, ?)",
+                        [image_id, float(shuffle_key(seed, image["sha256"]))],
+                    )
+    return ids
+
+
+def finish_import(db: Database, import_id: int, counts: dict, issues: list[dict]) -> None:
+    """Record the totals of an import and one row per skipped or duplicate file."""
+    with write(db):
+        db.execute(
+            "UPDATE import_runs SET finished_at = ?, added = ?, labeled = ?, duplicates = ?,"
+            " skipped = ?, ignored = ? WHERE id = ?",
+            [
+                now_iso(),
+                counts["added"],
+                counts["labeled"],
+                counts["duplicates"],
+                counts["skipped"],
+                counts["ignored"],
+                import_id,
+            ],
+        )
+        db.conn.executemany(
+            "INSERT INTO import_issues (import_id, path, kind, reason) VALUES (?, ?, ?, ?)",
+            [(import_id, i["path"], i["kind"], i["reason"]) for i in issues],
+        )
+
+
+def import_runs(db: Database, limit: int = 20) -> list[dict]:
+    return list(db.query("SELECT * FROM import_runs ORDER BY id DESC LIMIT ?", [limit]))
+
+
+def import_run(db: Database, import_id: int) -> dict | None:
+    rows = list(db.query("SELECT * FROM import_runs WHERE id = ?", [import_id]))
+    return rows[0] if rows else None
+
+
+def import_issues(db: Database, import_id: int, limit: int = 500) -> list[dict]:
+    return list(
+        db.query(
+            "SELECT path, kind, reason FROM import_issues WHERE import_id = ? ORDER BY id LIMIT ?",
+            [import_id, limit],
+        )
+    )
+
+
+def get_image(db: Database, image_id: int) -> dict | None:
+    rows = list(db.query("SELECT * FROM images WHERE id = ?", [image_id]))
+    return rows[0] if rows else None
+
+
+def image_count(db: Database) -> int:
+    return db.execute("SELECT count(*) FROM images").fetchone()[0]

@@ -1,0 +1,166 @@
+"""Votes (append-only annotations), undo as retraction, and each image's derived state."""
+
+from __future__ import annotations
+
+import time
+
+from sqlite_utils import Database
+
+from .connection import StoreError, now_iso, write
+
+ANSWER_KINDS = ("label", "skip", "unsure")
+
+# An annotation counts unless a later 'retract' row points at it.
+EFFECTIVE = "NOT EXISTS (SELECT 1 FROM annotations r WHERE r.retracts_id = a.id)"
+
+
+class AlreadyAnswered(StoreError):
+    """The user already has an answer on this image (a double click, a stale tab)."""
+
+
+def _answer_of(db: Database, user_id: int, image_id: int) -> dict | None:
+    rows = list(
+        db.query(
+            "SELECT a.* FROM annotations a WHERE a.image_id = ? AND a.user_id = ?"
+            f" AND a.kind IN ('label', 'skip', 'unsure') AND {EFFECTIVE}"
+            " ORDER BY a.id DESC LIMIT 1",
+            [image_id, user_id],
+        )
+    )
+    return rows[0] if rows else None
+
+
+def refresh_state(db: Database, image_id: int) -> dict:
+    """Recompute an image's state from its effective annotations and put it in, or take it
+    out of, the queue. Runs inside the caller's write transaction."""
+    rows = list(
+        db.query(
+            "SELECT a.kind, a.class_id FROM annotations a WHERE a.image_id = ?"
+            f" AND a.kind IN ('label', 'unsure') AND {EFFECTIVE} ORDER BY a.id",
+            [image_id],
+        )
+    )
+    labels = [r["class_id"] for r in rows if r["kind"] == "label"]
+    unsure = sum(1 for r in rows if r["kind"] == "unsure")
+    # Until consensus lands: the latest label given is the image's label.
+    class_id = labels[-1] if labels else None
+    status = "labeled" if labels else ("unsure" if unsure else "unlabeled")
+    db.execute(
+        "INSERT INTO image_state (image_id, status, class_id, votes, unsure, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (image_id) DO UPDATE SET status = excluded.status,"
+        " class_id = excluded.class_id, votes = excluded.votes, unsure = excluded.unsure,"
+        " updated_at = excluded.updated_at",
+        [image_id, status, class_id, len(labels), unsure, now_iso()],
+    )
+    image = db.execute(
+        "SELECT votes_needed, shuffle_key FROM images WHERE id = ?", [image_id]
+    ).fetchone()
+    if len(labels) + unsure >= image[0]:
+        db.execute("DELETE FROM queue WHERE image_id = ?", [image_id])
+    else:
+        db.execute(
+            "INSERT OR IGNORE INTO queue (image_id, priority) VALUES (?, ?)",
+            [image_id, float(image[1])],
+        )
+    return {"status": status, "class_id": class_id, "votes": len(labels), "unsure": unsure}
+
+
+def add_vote(
+    db: Database,
+    user_id: int,
+    image_id: int,
+    kind: str,
+    class_id: int | None = None,
+    seconds: float | None = None,
+    source: str = "web",
+) -> int:
+    """Record one answer. Raises AlreadyAnswered (with nothing written) if this user
+    already answered this image, StoreError for an unknown image or class."""
+    if kind not in ANSWER_KINDS:
+        raise StoreError(f"unknown answer {kind!r}; expected one of {', '.join(ANSWER_KINDS)}")
+    if (kind == "label") != (class_id is not None):
+        raise StoreError("a label needs a class; skip and unsure take none")
+    with write(db):
+        if db.execute("SELECT 1 FROM images WHERE id = ?", [image_id]).fetchone() is None:
+            raise StoreError(f"no image with id {image_id}")
+        if class_id is not None:
+            if db.execute("SELECT 1 FROM classes WHERE id = ?", [class_id]).fetchone() is None:
+                raise StoreError(f"no class with id {class_id}")
+        if _answer_of(db, user_id, image_id) is not None:
+            raise AlreadyAnswered(f"image {image_id} is already answered")
+        cursor = db.execute(
+            "INSERT INTO annotations (image_id, user_id, kind, class_id, source, created_at,"
+            " seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [image_id, user_id, kind, class_id, source, now_iso(), seconds],
+        )
+        db.execute("DELETE FROM leases WHERE image_id = ? AND user_id = ?", [image_id, user_id])
+        refresh_state(db, image_id)
+    return cursor.lastrowid
+
+
+def last_answer(db: Database, user_id: int) -> dict | None:
+    """The user's latest answer that has not been undone: what 'undo' would take back."""
+    rows = list(
+        db.query(
+            "SELECT a.* FROM annotations a WHERE a.user_id = ?"
+            f" AND a.kind IN ('label', 'skip', 'unsure') AND {EFFECTIVE}"
+            " ORDER BY a.id DESC LIMIT 1",
+            [user_id],
+        )
+    )
+    return rows[0] if rows else None
+
+
+def retract(
+    db: Database, user_id: int, annotation_id: int, lease_seconds: int = 300
+) -> int | None:
+    """Undo one of the user's answers by appending a retraction. The image is handed back to
+    the user first in line. Returns the image id, or None when there was nothing to undo
+    (already undone: a repeated key press)."""
+    with write(db):
+        rows = list(
+            db.query(
+                "SELECT a.* FROM annotations a WHERE a.id = ? AND a.user_id = ?"
+                " AND a.kind IN ('label', 'skip', 'unsure')",
+                [annotation_id, user_id],
+            )
+        )
+        if not rows:
+            raise StoreError(f"annotation {annotation_id} is not one of yours")
+        answer = rows[0]
+        already = db.execute(
+            "SELECT 1 FROM annotations WHERE retracts_id = ?", [annotation_id]
+        ).fetchone()
+        if already:
+            return None
+        db.execute(
+            "INSERT INTO annotations (image_id, user_id, kind, source, created_at, retracts_id)"
+            " VALUES (?, ?, 'retract', ?, ?, ?)",
+            [answer["image_id"], user_id, answer["source"], now_iso(), annotation_id],
+        )
+        refresh_state(db, answer["image_id"])
+        # handed_at 0 puts the image before anything else this user holds.
+        db.execute(
+            "INSERT INTO leases (image_id, user_id, handed_at, expires_at) VALUES (?, ?, 0, ?)"
+            " ON CONFLICT (image_id, user_id) DO UPDATE SET handed_at = 0,"
+            " expires_at = excluded.expires_at",
+            [answer["image_id"], user_id, time.time() + lease_seconds],
+        )
+    return answer["image_id"]
+
+
+def state_of(db: Database, image_id: int) -> dict | None:
+    rows = list(db.query("SELECT * FROM image_state WHERE image_id = ?", [image_id]))
+    return rows[0] if rows else None
+
+
+def labeled_images(db: Database) -> list[dict]:
+    """Every image with a label, for export: original path, hash, label and vote count."""
+    return list(
+        db.query(
+            "SELECT i.id, i.path, i.rel_path, i.sha256, c.name AS label, s.votes"
+            " FROM image_state s JOIN images i ON i.id = s.image_id"
+            " JOIN classes c ON c.id = s.class_id"
+            " WHERE s.status = 'labeled' ORDER BY i.id"
+        )
+    )

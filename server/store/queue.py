@@ -1,0 +1,82 @@
+"""Handing out images: the queue order, and leases so two annotators don't get the same one."""
+
+from __future__ import annotations
+
+import time
+
+from sqlite_utils import Database
+
+from .connection import write
+from .labels import EFFECTIVE
+
+ANSWERED_BY_ME = (
+    "EXISTS (SELECT 1 FROM annotations a WHERE a.image_id = {image} AND a.user_id = :user"
+    f" AND a.kind IN ('label', 'skip', 'unsure') AND {EFFECTIVE})"
+)
+
+
+def next_images(db: Database, user_id: int, n: int = 2, lease_seconds: int = 300) -> list[int]:
+    """The next `n` images for this user, leased to them: first what they already hold (an
+    undone image first, then in the order handed out), then the queue's order, skipping
+    images they answered and images others hold unless the image needs more votes."""
+    now = time.time()
+    params = {"user": user_id, "now": now, "n": n}
+    with write(db):
+        db.execute("DELETE FROM leases WHERE expires_at <= ?", [now])
+        held = [
+            row[0]
+            for row in db.execute(
+                "SELECT l.image_id FROM leases l WHERE l.user_id = :user"
+                f" AND NOT {ANSWERED_BY_ME.format(image='l.image_id')}"
+                " ORDER BY l.handed_at, l.image_id LIMIT :n",
+                params,
+            )
+        ]
+        fresh: list[int] = []
+        if len(held) < n:
+            params["n"] = n - len(held)
+            fresh = [
+                row[0]
+                for row in db.execute(
+                    "SELECT q.image_id FROM queue q JOIN images i ON i.id = q.image_id"
+                    " JOIN image_state s ON s.image_id = q.image_id"
+                    " WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.image_id = q.image_id"
+                    "   AND l.user_id = :user)"
+                    f" AND NOT {ANSWERED_BY_ME.format(image='q.image_id')}"
+                    " AND s.votes + s.unsure + (SELECT count(*) FROM leases l"
+                    "   WHERE l.image_id = q.image_id) < i.votes_needed"
+                    " ORDER BY q.priority, q.image_id LIMIT :n",
+                    params,
+                )
+            ]
+        expires = now + lease_seconds
+        for image_id in held:
+            db.execute(
+                "UPDATE leases SET expires_at = ? WHERE image_id = ? AND user_id = ?",
+                [expires, image_id, user_id],
+            )
+        for offset, image_id in enumerate(fresh):
+            db.execute(
+                "INSERT INTO leases (image_id, user_id, handed_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                [image_id, user_id, now + offset * 1e-6, expires],
+            )
+    return held + fresh
+
+
+def release_leases(db: Database, user_id: int) -> None:
+    """Give back everything a user holds (on logout)."""
+    with write(db):
+        db.execute("DELETE FROM leases WHERE user_id = ?", [user_id])
+
+
+def images_left(db: Database, user_id: int) -> int:
+    """Images still needing votes that this user has not answered."""
+    total = db.execute("SELECT count(*) FROM queue").fetchone()[0]
+    mine = db.execute(
+        "SELECT count(DISTINCT a.image_id) FROM annotations a JOIN queue q"
+        " ON q.image_id = a.image_id WHERE a.user_id = ?"
+        f" AND a.kind IN ('label', 'skip', 'unsure') AND {EFFECTIVE}",
+        [user_id],
+    ).fetchone()[0]
+    return total - mine

@@ -1,0 +1,135 @@
+"""The database schema, as numbered sqlite-utils migrations. Never edit one once released:
+add the next."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("activelabel")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["classes"].create(
+        {"id": int, "name": str, "position": int}, pk="id", not_null={"name", "position"}
+    )
+    db["classes"].create_index(["name"], unique=True)
+
+    db["import_runs"].create(
+        {
+            "id": int,
+            "source": str,
+            "started_at": str,
+            "finished_at": str,
+            "added": int,
+            "labeled": int,
+            "duplicates": int,
+            "skipped": int,
+            "ignored": int,
+        },
+        pk="id",
+    )
+    db["import_issues"].create(
+        {"id": int, "import_id": int, "path": str, "kind": str, "reason": str},
+        pk="id",
+        foreign_keys=[("import_id", "import_runs", "id")],
+    )
+    db["import_issues"].create_index(["import_id"])
+
+    db["images"].create(
+        {
+            "id": int,
+            "sha256": str,
+            "path": str,  # absolute path of the original file, read only by the server
+            "rel_path": str,  # relative to the folder it was imported from
+            "width": int,
+            "height": int,
+            "format": str,
+            "mode": str,
+            "bytes": int,
+            "import_id": int,
+            "added_at": str,
+            "votes_needed": int,
+            "shuffle_key": int,  # seeded, stable order of the queue before any model exists
+        },
+        pk="id",
+        not_null={"sha256", "path", "votes_needed", "shuffle_key"},
+        foreign_keys=[("import_id", "import_runs", "id")],
+    )
+    db["images"].create_index(["sha256"], unique=True)
+
+    db["users"].create(
+        {
+            "id": int,
+            "name": str,
+            "role": str,
+            "password_hash": str,
+            "created_at": str,
+            "active": int,
+        },
+        pk="id",
+        not_null={"name", "role", "password_hash"},
+    )
+    db["users"].create_index(["name"], unique=True)
+
+    # Append-only: a person's every answer, and every undo as a 'retract' row.
+    db["annotations"].create(
+        {
+            "id": int,
+            "image_id": int,
+            "user_id": int,  # NULL for labels that came with the import (folder per class)
+            "kind": str,  # label | skip | unsure | retract
+            "class_id": int,
+            "source": str,  # web | import | cli | simulate
+            "created_at": str,
+            "seconds": float,
+            "retracts_id": int,
+        },
+        pk="id",
+        not_null={"image_id", "kind", "source", "created_at"},
+        foreign_keys=[
+            ("image_id", "images", "id"),
+            ("user_id", "users", "id"),
+            ("class_id", "classes", "id"),
+            ("retracts_id", "annotations", "id"),
+        ],
+    )
+    db["annotations"].create_index(["image_id", "user_id"])
+    db["annotations"].create_index(["user_id", "created_at"])
+    db["annotations"].create_index(["retracts_id"])
+    db.execute(
+        "CREATE TRIGGER annotations_no_update BEFORE UPDATE ON annotations "
+        "BEGIN SELECT RAISE(ABORT, 'annotations are append-only'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER annotations_no_delete BEFORE DELETE ON annotations "
+        "BEGIN SELECT RAISE(ABORT, 'annotations are append-only'); END"
+    )
+
+    # Derived from annotations, kept in step inside the same transaction as each vote.
+    db["image_state"].create(
+        {
+            "image_id": int,
+            "status": str,  # unlabeled | labeled | unsure
+            "class_id": int,
+            "votes": int,
+            "unsure": int,
+            "updated_at": str,
+        },
+        pk="image_id",
+        not_null={"status", "votes", "unsure"},
+        foreign_keys=[("image_id", "images", "id"), ("class_id", "classes", "id")],
+    )
+    db["image_state"].create_index(["status", "class_id"])
+
+    # Images that still need votes, in the order annotators get them.
+    db["queue"].create({"image_id": int, "priority": float}, pk="image_id")
+    db["queue"].create_index(["priority"])
+
+    # Who holds which image for now, so two annotators are not handed the same one.
+    db["leases"].create(
+        {"image_id": int, "user_id": int, "handed_at": float, "expires_at": float},
+        pk=("image_id", "user_id"),
+    )
+    db["leases"].create_index(["user_id", "handed_at"])
+    db["leases"].create_index(["expires_at"])

@@ -1,0 +1,16 @@
+"""Blueprints: one per area. They speak HTTP and HTML; data comes from `server.store`."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from . import admin, annotate, auth, errors, export, images
+from .context import close_db
+
+
+def register(app: Flask) -> None:
+    auth.init_app(app)
+    errors.init_app(app)
+    app.teardown_appcontext(close_db)
+    for module in (auth, annotate, images, admin, export):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,107 @@
+"""The labeling page: one image at a time, a key per class, the next image already loaded."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, render_template, request
+from flask_login import current_user
+
+from .. import store
+from .auth import login_required
+from .context import get_db, get_project
+
+bp = Blueprint("annotate", __name__)
+
+# 1-9, then letters; s (skip), u (unsure) and z (undo) are taken.
+CLASS_KEYS = "123456789abcdefghijklmnopqrtvwxy"
+MAX_SECONDS = 3600.0
+
+
+def keyed_classes(classes: list[dict]) -> list[dict]:
+    return [
+        {**c, "key": CLASS_KEYS[i] if i < len(CLASS_KEYS) else None}
+        for i, c in enumerate(classes)
+    ]
+
+
+def _card(status: int = 200):
+    """The card: the image to label now, the one after it (prefetched), the counts."""
+    db = get_db()
+    project = get_project()
+    upcoming = store.next_images(
+        db, current_user.id, n=2, lease_seconds=project.config.lease_seconds
+    )
+    context = {
+        "image_id": upcoming[0] if upcoming else None,
+        "prefetch_id": upcoming[1] if len(upcoming) > 1 else None,
+        "classes": keyed_classes(store.classes(db)),
+        "last": store.last_answer(db, current_user.id),
+        "today": store.count_today(db, current_user.id),
+        "left": store.images_left(db, current_user.id),
+    }
+    template = "_card.html" if request.headers.get("HX-Request") == "true" else "label.html"
+    return render_template(template, **context), status
+
+
+@bp.get("/label")
+@login_required()
+def label():
+    return _card()
+
+
+def _seconds(raw: str | None) -> float | None:
+    """Time the person looked at the image, measured in the browser; ignored if absurd."""
+    try:
+        seconds = float(raw) / 1000.0 if raw else None
+    except ValueError:
+        return None
+    if seconds is None or not 0.0 <= seconds <= MAX_SECONDS:
+        return None
+    return round(seconds, 3)
+
+
+@bp.post("/label/<int:image_id>")
+@login_required()
+def answer(image_id: int):
+    """Record the answer for the image the page showed (its id is in the URL), then send
+    the next card. Answering the same image twice (double key press, stale tab) is
+    harmless: the second answer is not recorded."""
+    choice = request.form.get("choice", "")
+    if choice in ("skip", "unsure"):
+        kind, class_id = choice, None
+    elif choice.isdigit():
+        kind, class_id = "label", int(choice)
+        if store.class_by_id(get_db(), class_id) is None:
+            abort(400, f"Unknown class id {choice!s}. Reload the page: the classes may have changed.")
+    else:
+        abort(400, "Missing or malformed answer: expected a class id, 'skip' or 'unsure'.")
+    try:
+        store.add_vote(
+            get_db(),
+            current_user.id,
+            image_id,
+            kind,
+            class_id,
+            seconds=_seconds(request.form.get("elapsed_ms")),
+        )
+    except store.AlreadyAnswered:
+        pass  # the first answer stands; show what comes next
+    except store.StoreError as exc:
+        abort(404, f"{exc}. Nothing was saved.")
+    return _card()
+
+
+@bp.post("/label/undo")
+@login_required()
+def undo():
+    """Take back one answer: the id posted is the answer the page offered to undo, so a
+    repeated key press undoes it once, never the answer before it."""
+    raw = request.form.get("annotation_id", "")
+    if not raw.isdigit():
+        abort(400, "Nothing to undo.")
+    try:
+        store.retract(
+            get_db(), current_user.id, int(raw), lease_seconds=get_project().config.lease_seconds
+        )
+    except store.StoreError as exc:
+        abort(400, f"Cannot undo: {exc}.")
+    return _card()

@@ -1,0 +1,50 @@
+"""Export (admin only): GET /export?format=imagefolder|csv|jsonl&split=0.8,0.1,0.1&seed=N"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from flask import Blueprint, Response, abort, request, stream_with_context
+
+from .. import exporter, store
+from .auth import login_required
+from .context import get_db, get_project
+
+bp = Blueprint("export", __name__)
+
+MIMETYPES = {
+    "imagefolder": "application/zip",
+    "csv": "text/csv; charset=utf-8",
+    "jsonl": "application/x-ndjson; charset=utf-8",
+}
+SUFFIXES = {"imagefolder": "zip", "csv": "csv", "jsonl": "jsonl"}
+
+
+@bp.get("/export")
+@login_required("admin")
+def download():
+    project = get_project()
+    try:
+        fmt = exporter.parse_format(request.args.get("format", "imagefolder"))
+        fractions = exporter.parse_split(request.args.get("split", "0.8,0.1,0.1"))
+        raw_seed = request.args.get("seed", "")
+        seed = int(raw_seed) if raw_seed.strip() else project.config.seed
+    except exporter.ExportError as exc:
+        abort(400, str(exc))
+    except ValueError:
+        abort(400, "seed must be a whole number")
+    rows = exporter.assign_splits(store.labeled_images(get_db()), fractions, seed)
+    chunks = {
+        "imagefolder": exporter.zip_chunks,
+        "csv": exporter.csv_chunks,
+        "jsonl": exporter.jsonl_chunks,
+    }[fmt](rows)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", project.config.name) or "export"
+    filename = f"{safe_name}-{stamp}.{SUFFIXES[fmt]}"
+    return Response(
+        stream_with_context(chunks),
+        mimetype=MIMETYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

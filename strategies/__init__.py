@@ -1,0 +1,18 @@
+"""Query strategies: plain functions, registered by name, that rank the unlabeled pool.
+
+Every strategy has one signature and one return type:
+
+    strategy(probs, embeddings, k, rng) -> (indices, scores)
+
+`probs` is (n, classes) predicted probabilities or None before any model exists,
+`embeddings` is (n, d) or None; `indices` are the k pool positions to ask about first,
+best first, and `scores` their scores (higher = more worth labeling).
+"""
+
+from __future__ import annotations
+
+from .registry import describe, get_strategy, names, register
+
+from . import baseline  # noqa: E402,F401  (registers the built-in strategies)
+
+__all__ = ["describe", "get_strategy", "names", "register"]
