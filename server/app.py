@@ -44,6 +44,9 @@ def create_app(project_dir: str | os.PathLike | None = None, test_config: dict |
     app.extensions["activelabel"] = project
     store.connect(project.db_path).conn.close()  # applies pending migrations once
 
+    from .jobs import make_huey
+
+    app.extensions["huey"] = make_huey(project)  # enqueues rounds; the worker runs them
     Htmx(app)
     CSRFProtect(app)
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
+from sqlite_utils import Database
 
 from . import store
 from .config import Project, ProjectError
@@ -15,12 +19,16 @@ DEMO_USERS = (("admin", "admin"), ("annotator", "annotator"))
 
 
 class _Errors(click.Group):
-    """Turn the errors meant for people into a clean message and exit status 1."""
+    """Turn the errors meant for people into a clean message and exit status 1. OSError is
+    one of them: a full disk, a port in use or a folder without permission is the person's
+    to fix, and its message says what it is. Paths are not checked by click (exists=True)
+    for the same reason: a missing folder is reported by the code that needs it, with
+    status 1, not as a usage error (status 2)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (ProjectError, store.StoreError, ImportFailed, ValueError) as exc:
+        except (ProjectError, store.StoreError, ImportFailed, ValueError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
 
 
@@ -31,18 +39,26 @@ def main() -> None:
 
 
 def _progress_import(run, label: str) -> ImportReport:
-    """Run an import with a progress bar on stderr."""
-    state: dict = {}
+    """Run an import with a progress bar on stderr, shown once the number of files is known."""
+    with contextlib.ExitStack() as stack:
+        bars = []
 
-    def on_start(total: int) -> None:
-        state["bar"] = click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"))
-        state["bar"].__enter__()
+        def on_start(total: int) -> None:
+            # sys.stderr as it is now (click's test runner swaps it); click 8.5 deprecates
+            # click.get_text_stream.
+            bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            bars.append(stack.enter_context(bar))
 
+        return run(progress=lambda n: bars[0].update(n), on_start=on_start)
+
+
+@contextlib.contextmanager
+def _open_db(project: Project) -> Iterator[Database]:
+    db = store.connect(project.db_path)
     try:
-        return run(progress=lambda n: state["bar"].update(n), on_start=on_start)
+        yield db
     finally:
-        if "bar" in state:
-            state["bar"].__exit__(None, None, None)
+        db.conn.close()
 
 
 def _print_report(report: ImportReport, limit: int = 20) -> None:
@@ -55,7 +71,7 @@ def _print_report(report: ImportReport, limit: int = 20) -> None:
 
 @main.command()
 @click.argument("project", type=click.Path(file_okay=False))
-@click.option("--images", "images", required=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--images", "images", required=True, type=click.Path(file_okay=False),
               help="Folder of images to import (sub-folders named like classes give labels).")
 @click.option("--classes", default=None,
               help="Comma-separated class names; default: the image folder's sub-folders.")
@@ -65,7 +81,7 @@ def init(project: str, images: str, classes: str | None, seed: int, votes_per_im
     """Create a project folder from a folder of images."""
     from .projects import init_project
 
-    names = [c for c in classes.split(",")] if classes else None
+    names = classes.split(",") if classes else None
     created: dict = {}
 
     def run(progress, on_start):
@@ -82,17 +98,18 @@ def init(project: str, images: str, classes: str | None, seed: int, votes_per_im
 
 
 @main.command(name="import")
-@click.argument("project", type=click.Path(exists=True, file_okay=False))
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("project", type=click.Path(file_okay=False))
+@click.argument("folder", type=click.Path(file_okay=False))
 def import_cmd(project: str, folder: str) -> None:
     """Add the images of FOLDER to a project (same content twice gives one image)."""
     from .projects import import_images
 
     opened = Project.open(project)
-    report = _progress_import(
-        lambda progress, on_start: import_images(opened, folder, progress=progress, on_start=on_start),
-        "Importing",
-    )
+
+    def run(progress, on_start):
+        return import_images(opened, folder, progress=progress, on_start=on_start)
+
+    report = _progress_import(run, "Importing")
     _print_report(report)
 
 
@@ -102,9 +119,10 @@ def user() -> None:
 
 
 @user.command(name="add")
-@click.argument("project", type=click.Path(exists=True, file_okay=False))
+@click.argument("project", type=click.Path(file_okay=False))
 @click.argument("name")
-@click.option("--role", type=click.Choice(ROLES), default="annotator", show_default=True)
+@click.option("--role", type=click.Choice(ROLES), default="annotator", show_default=True,
+              help="Admins see the admin page and export; annotators label.")
 @click.option("--password", default=None, help="Set this password instead of generating one.")
 def user_add(project: str, name: str, role: str, password: str | None) -> None:
     """Add a user and print their password."""
@@ -115,101 +133,128 @@ def user_add(project: str, name: str, role: str, password: str | None) -> None:
 
 
 @user.command(name="list")
-@click.argument("project", type=click.Path(exists=True, file_okay=False))
+@click.argument("project", type=click.Path(file_okay=False))
 def user_list(project: str) -> None:
     """List users and roles."""
-    db = store.connect(Project.open(project).db_path)
-    for row in store.list_users(db):
+    with _open_db(Project.open(project)) as db:
+        users = store.list_users(db)
+    for row in users:
         click.echo(f"{row['name']}\t{row['role']}")
 
 
 @main.command()
-@click.argument("project", type=click.Path(exists=True, file_okay=False))
+@click.argument("project", type=click.Path(file_okay=False))
 @click.option("--add", "add", multiple=True, help="Add a class (repeatable).")
 def classes(project: str, add: tuple[str, ...]) -> None:
     """List the classes, or add new ones."""
-    db = store.connect(Project.open(project).db_path)
-    rows = store.add_classes(db, add) if add else store.classes(db)
+    with _open_db(Project.open(project)) as db:
+        rows = store.add_classes(db, add) if add else store.classes(db)
     for row in rows:
         click.echo(row["name"])
 
 
 @main.command()
-@click.argument("project", type=click.Path(exists=True, file_okay=False))
+@click.argument("project", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["imagefolder", "csv", "jsonl"]),
-              default="imagefolder", show_default=True)
+# Format and seed are plain text checked by the exporter, not click types, so a mistake gets
+# the same message as on the web, and exit status 1 like every other bad request.
+@click.option("--format", "fmt", default="imagefolder", show_default=True,
+              help="imagefolder, csv or jsonl.")
 @click.option("--split", default="0.8,0.1,0.1", show_default=True, help="train,val,test")
-@click.option("--seed", type=int, default=None, help="Default: the project's seed.")
-def export(project: str, out: str, fmt: str, split: str, seed: int | None) -> None:
+@click.option("--seed", default=None, help="Default: the project's seed.")
+def export(project: str, out: str, fmt: str, split: str, seed: str | None) -> None:
     """Export labeled images: imagefolder (a folder, or a .zip), csv or jsonl."""
     from . import exporter
 
     opened = Project.open(project)
+    fmt = exporter.parse_format(fmt)
     fractions = exporter.parse_split(split)
-    rows = exporter.assign_splits(
-        store.labeled_images(store.connect(opened.db_path)), fractions,
-        opened.config.seed if seed is None else seed,
-    )
-    path = exporter.write_export(rows, fmt, Path(out))
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["split"]] = counts.get(row["split"], 0) + 1
-    click.echo(f"Wrote {len(rows)} labeled images to {path} ("
-               + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")")
+    seed_value = exporter.parse_seed(seed, opened.config.seed)
+    with _open_db(opened) as db:
+        labeled = store.labeled_images(db)
+    rows = exporter.assign_splits(labeled, fractions, seed_value)
+    problems = exporter.write_export(rows, fmt, Path(out))
+    counts = {name: sum(1 for r in rows if r["split"] == name) for name in exporter.SPLIT_NAMES}
+    click.echo(f"Wrote {len(rows) - len(problems)} labeled images to {out} ("
+               + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ")")
+    if problems:
+        click.echo(f"Left out {len(problems)} images whose file is missing, unreadable or"
+                   f" changed; they are listed in {exporter.MISSING_NAME}", err=True)
 
 
 @main.command()
-@click.argument("project", type=click.Path(exists=True, file_okay=False))
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True)
+@click.argument("project", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535),
+              help="Port to listen on.")
 @click.option("--threads", default=8, show_default=True, help="Request threads (waitress).")
 @click.option("--debug", is_flag=True, help="Flask's development server with the debugger.")
-def serve(project: str, host: str, port: int, threads: int, debug: bool) -> None:
-    """Serve a project with a production WSGI server (waitress)."""
-    _serve(Path(project), host, port, threads, debug)
+@click.option("--no-worker", is_flag=True,
+              help="Do not start a round worker (run `activelabel worker` elsewhere).")
+def serve(project: str, host: str, port: int, threads: int, debug: bool, no_worker: bool) -> None:
+    """Serve a project with a production WSGI server (waitress) and a round worker."""
+    _serve(Path(project), host, port, threads, debug, worker=not no_worker)
 
 
-def _serve(project: Path, host: str, port: int, threads: int, debug: bool) -> None:
+def _serve(project: Path, host: str, port: int, threads: int, debug: bool,
+           worker: bool = True) -> None:
     from .app import create_app
+    from .workers import start_worker_process, stop_on_sigterm
 
     app = create_app(project)
+    stop_on_sigterm()
+    process = start_worker_process(project) if worker else None
     click.echo(f"Serving {project.resolve()} at http://{host}:{port}/  (Ctrl-C stops)")
-    if debug:
-        app.run(host=host, port=port, debug=True, use_reloader=False)
-        return
-    import waitress
+    try:
+        if debug:
+            app.run(host=host, port=port, debug=True, use_reloader=False)
+            return
+        import waitress
 
-    waitress.serve(app, host=host, port=port, threads=threads, ident="activelabel")
+        waitress.serve(app, host=host, port=port, threads=threads)
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 @main.command()
 @click.argument("folder", default="activelabel-demo", type=click.Path(file_okay=False))
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 lets other machines connect.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535),
+              help="TCP port to listen on.")
 @click.option("--no-serve", is_flag=True, help="Build the project and print logins, then stop.")
 def demo(folder: str, host: str, port: int, no_serve: bool) -> None:
     """Build a demo project from scikit-learn's handwritten digits and serve it."""
     from .demo import write_digits
-    from .projects import add_user, init_project, reset_password
 
     root = Path(folder).expanduser().resolve()
     images = root.parent / f"{root.name}-images"
     if (root / "activelabel.toml").exists():
         opened = Project.open(root)
         click.echo(f"Using the existing demo project {root}")
-        logins = [(name, role, reset_password(opened, name)) for name, role in DEMO_USERS]
     else:
         count = write_digits(images, root.parent / f"{root.name}-oracle.csv")
         click.echo(f"Wrote {count} digit images to {images}")
         opened, report = _init_with_bar(root, images)
         _print_report(report)
-        logins = [(name, role, add_user(opened, name, role)) for name, role in DEMO_USERS]
+    logins = [(name, role, _demo_login(opened, name, role)) for name, role in DEMO_USERS]
     click.echo("Log in with:")
     for name, role, password in logins:
         click.echo(f"  {role:<10} user {name!r:<12} password {password}")
     if not no_serve:
         _serve(root, host, port, 8, False)
+
+
+def _demo_login(project: Project, name: str, role: str) -> str:
+    """A fresh password for a demo user, adding the user if a run stopped before it was."""
+    from .projects import add_user, reset_password
+
+    with _open_db(project) as db:
+        exists = store.get_user_by_name(db, name) is not None
+    return reset_password(project, name) if exists else add_user(project, name, role)
 
 
 def _init_with_bar(root: Path, images: Path):
@@ -225,3 +270,8 @@ def _init_with_bar(root: Path, images: Path):
 
     report = _progress_import(run, "Importing")
     return created["project"], report
+
+
+from .cli_rounds import register as _register_round_commands
+
+_register_round_commands(main)

@@ -21,9 +21,17 @@ SECRET_NAME = ".secret_key"
 # Which TOML table each setting lives in, so the file reads well for a person.
 _SECTIONS = {
     "project": ("name", "images", "seed"),
-    "labeling": ("votes_per_image", "lease_seconds", "strategy"),
+    "labeling": ("votes_per_image", "lease_seconds", "strategy", "show_suggestion"),
     "images": ("max_pixels", "display_size", "thumb_size"),
+    "model": (
+        "backbone", "checkpoint", "pretrained", "input_size", "training_mode", "device",
+        "batch_size", "loader_workers", "retrain_every",
+    ),
+    "jobs": ("redis_url",),
 }
+
+
+_TYPES = {"int": int, "str": str, "bool": bool}
 
 
 class ProjectError(Exception):
@@ -37,10 +45,21 @@ class ProjectConfig:
     seed: int = 0  # seeds the queue's shuffle and the export split
     votes_per_image: int = 1
     lease_seconds: int = 300  # how long an image handed to one annotator is kept from others
-    strategy: str = "random"
+    strategy: str = "margin"  # the query strategy rounds use unless the admin picks another
+    show_suggestion: bool = True  # show the model's guess on the card (off avoids anchoring)
     max_pixels: int = 40_000_000  # decompression-bomb limit on import
     display_size: int = 768  # longest side of the cached copy shown on the labeling page
     thumb_size: int = 160
+    backbone: str = "efficientnet_lite0"  # any timm model name
+    checkpoint: str = ""  # a local weights file for the backbone ("" = packaged or hub weights)
+    pretrained: bool = True
+    input_size: int = 64  # pixels per side fed to the backbone
+    training_mode: str = "auto"  # head | finetune | auto (finetune with CUDA, else head)
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 64
+    loader_workers: int = 1  # processes decoding images while the network runs
+    retrain_every: int = 0  # start a round by itself after this many new labels (0 = off)
+    redis_url: str = ""  # run rounds through Redis instead of the project's SQLite queue
 
     def validate(self) -> None:
         if self.votes_per_image < 1:
@@ -49,6 +68,12 @@ class ProjectConfig:
             raise ProjectError("lease_seconds must be at least 5")
         if self.max_pixels < 1:
             raise ProjectError("max_pixels must be positive")
+        if self.training_mode not in ("auto", "head", "finetune"):
+            raise ProjectError("training_mode must be auto, head or finetune")
+        if not 16 <= self.input_size <= 1024:
+            raise ProjectError("input_size must be between 16 and 1024")
+        if self.batch_size < 1 or self.loader_workers < 0 or self.retrain_every < 0:
+            raise ProjectError("batch_size must be positive; loader_workers, retrain_every >= 0")
         for key in ("display_size", "thumb_size"):
             if not 16 <= getattr(self, key) <= 4096:
                 raise ProjectError(f"{key} must be between 16 and 4096")
@@ -67,13 +92,19 @@ class ProjectConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         values: dict = {}
         for section, table in doc.items():
-            if section not in _SECTIONS or not isinstance(table, dict):
+            if not isinstance(table, dict):
+                raise ProjectError(
+                    f"{source}: {section!r} is not inside a section; "
+                    f"sections are {', '.join(f'[{s}]' for s in _SECTIONS)}"
+                )
+            if section not in _SECTIONS:
                 raise ProjectError(f"{source}: unknown section [{section}]")
             for key, value in table.items():
                 if key not in _SECTIONS[section]:
                     raise ProjectError(f"{source}: unknown setting {section}.{key}")
-                expected = int if known[key].type in ("int",) else str
-                if not isinstance(value, expected) or isinstance(value, bool):
+                expected = _TYPES[str(known[key].type).replace("<class '", "").rstrip("'>")]
+                # bool is a subclass of int: `seed = true` must not pass as a number.
+                if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                     raise ProjectError(
                         f"{source}: {section}.{key} should be {expected.__name__}, got {value!r}"
                     )
@@ -81,7 +112,10 @@ class ProjectConfig:
         if "name" not in values:
             raise ProjectError(f"{source}: [project] name is missing")
         config = cls(**values)
-        config.validate()
+        try:
+            config.validate()
+        except ProjectError as exc:  # say which file holds the bad value
+            raise ProjectError(f"{source}: {exc}") from exc
         return config
 
 
@@ -105,7 +139,13 @@ class Project:
         return self.root / "exports"
 
     def secret_key(self) -> str:
-        return (self.root / SECRET_NAME).read_text().strip()
+        try:
+            return (self.root / SECRET_NAME).read_text().strip()
+        except OSError as exc:
+            raise ProjectError(
+                f"cannot read the project's session key {self.root / SECRET_NAME}: "
+                f"{exc.strerror or exc}"
+            ) from exc
 
     @classmethod
     def open(cls, folder: str | Path) -> Project:
@@ -116,7 +156,11 @@ class Project:
                 f"{root} is not an activelabel project (no {CONFIG_NAME}); "
                 "create one with `activelabel init`"
             )
-        return cls(root, ProjectConfig.from_toml(path.read_text(encoding="utf-8"), str(path)))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProjectError(f"cannot read {path}: {exc}") from exc
+        return cls(root, ProjectConfig.from_toml(text, str(path)))
 
     @classmethod
     def create(cls, folder: str | Path, config: ProjectConfig) -> Project:

@@ -1,74 +1,112 @@
 """Exporting the labeled images: a stratified split, then a zip (imagefolder), CSV or JSONL.
 
-Takes the rows `store.labeled_images` returns; knows nothing of Flask or SQL.
+Takes the rows `store.labeled_images` returns; knows nothing of Flask or SQL. The web export
+and the CLI parse their parameters with the same functions, so both give the same messages.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
-import random
-import shutil
+import math
+import re
+import stat
+import time
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 FORMATS = ("imagefolder", "csv", "jsonl")
 SPLIT_NAMES = ("train", "val", "test")
 COLUMNS = ("path", "sha256", "label", "split", "votes", "file")
+MISSING_NAME = "MISSING.txt"
+
+# One part of a split: a decimal (0.8, .1, 1) or a ratio (1/3). Digits are bounded because a
+# Fraction of '1e999999999' would take forever to build, and the text comes from a URL.
+_PART = re.compile(r"\d{1,9}(\.\d{0,9})?|\.\d{1,9}|\d{1,9}/\d{1,9}")
 
 
 class ExportError(ValueError):
     """Bad export parameters; the message is meant for the person who asked."""
 
 
-def parse_split(text: str) -> tuple[float, ...]:
-    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1): one to three non-negative parts summing to 1."""
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError as exc:
-        raise ExportError(f"split {text!r} should be numbers like 0.8,0.1,0.1") from exc
-    if not 1 <= len(parts) <= 3:
+def parse_split(text: str) -> tuple[Fraction, ...]:
+    """'0.8,0.1,0.1' -> (4/5, 1/10, 1/10): one to three non-negative parts summing to
+    exactly 1. Fractions, not floats, so 0.7,0.2,0.1 sums to 1 and the counts are exact."""
+    raw = [p.strip() for p in text.split(",")]
+    if not all(_PART.fullmatch(p) for p in raw):
+        raise ExportError(
+            f"split {text[:40]!r} should be non-negative numbers like 0.8,0.1,0.1"
+        )
+    if not 1 <= len(raw) <= 3:
         raise ExportError("split takes one to three parts: train[,val[,test]]")
-    if any(p < 0 or p != p for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
-        raise ExportError(f"split parts must be non-negative and sum to 1 (got {text!r})")
+    try:
+        parts = tuple(Fraction(p) for p in raw)
+    except ZeroDivisionError as exc:
+        raise ExportError(f"split {text[:40]!r} divides by zero") from exc
+    if sum(parts) != 1:
+        raise ExportError(f"split parts must sum to 1 (got {text[:40]!r})")
     return parts
 
 
 def parse_format(text: str) -> str:
     if text not in FORMATS:
-        raise ExportError(f"unknown format {text!r}; use one of {', '.join(FORMATS)}")
+        raise ExportError(f"unknown format {text[:40]!r}; use one of {', '.join(FORMATS)}")
     return text
 
 
-def assign_splits(rows: list[dict], fractions: tuple[float, ...], seed: int) -> list[dict]:
+def parse_seed(text: str | None, default: int) -> int:
+    """A whole number; empty or missing means the project's seed."""
+    if text is None or not text.strip():
+        return default
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise ExportError(f"seed must be a whole number (got {text[:40]!r})") from exc
+
+
+def split_counts(n: int, fractions: tuple[Fraction, ...]) -> list[int]:
+    """How many of a class's n images each part gets (the largest-remainder rule): every part
+    gets floor(n * fraction); the images left over go one each to the parts with the largest
+    remainders, ties to the earlier part (train before val before test)."""
+    exact = [n * Fraction(f) for f in fractions]
+    counts = [math.floor(e) for e in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _order_key(seed: int, label: str, sha256: str) -> bytes:
+    """A seeded position that depends only on the image, not on which other images are
+    labeled, so labeling more images moves few of the earlier ones to another part."""
+    return hashlib.sha256(f"{seed}\x00{label}\x00{sha256}".encode()).digest()
+
+
+def assign_splits(rows: list[dict], fractions: tuple[Fraction, ...], seed: int) -> list[dict]:
     """Split each class on its own (stratified), reproducibly for a seed: the same seed and
-    the same labels give the same split."""
+    the same labels give the same split. Returns the rows (by image id) with a 'split'."""
     by_label: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_label[row["label"]].append(row)
     out: list[dict] = []
-    for label in sorted(by_label):
-        members = sorted(by_label[label], key=lambda r: r["sha256"])
-        random.Random(f"{seed}:{label}").shuffle(members)
-        n = len(members)
-        counts = [round(n * f) for f in fractions[:-1]]
-        counts.append(n - sum(counts))
-        if counts[-1] < 0:  # rounding overshot: take it from the largest part
-            counts[counts.index(max(counts))] += counts[-1]
-            counts[-1] = 0
+    for label, members in by_label.items():
+        members.sort(key=lambda r: _order_key(seed, label, r["sha256"]))
         start = 0
-        for name, count in zip(SPLIT_NAMES, counts):
-            for row in members[start : start + count]:
-                out.append({**row, "split": name})
+        # One to three parts: zip stops at the last part the split names.
+        for name, count in zip(SPLIT_NAMES, split_counts(len(members), fractions), strict=False):
+            out.extend({**row, "split": name} for row in members[start : start + count])
             start += count
     return sorted(out, key=lambda r: r["id"])
 
 
 def archive_name(row: dict) -> str:
-    """Where an image goes in the imagefolder layout: split/label/id-filename."""
+    """Where an image goes in the imagefolder layout: split/label/id-filename. The id keeps
+    two originals with the same file name apart."""
     return f"{row['split']}/{row['label']}/{row['id']}-{Path(row['path']).name}"
 
 
@@ -101,6 +139,25 @@ def jsonl_chunks(rows: Iterable[dict]) -> Iterator[str]:
         yield json.dumps(_record(row), ensure_ascii=False) + "\n"
 
 
+def read_original(row: dict) -> bytes | str:
+    """The original file's bytes, or why they cannot be exported: the file is gone, cannot
+    be read, or no longer has the content that was labeled."""
+    try:
+        data = Path(row["path"]).read_bytes()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if hashlib.sha256(data).hexdigest() != row["sha256"]:
+        return "changed since it was imported"
+    return data
+
+
+def missing_text(problems: list[tuple[dict, str]]) -> str:
+    """MISSING.txt: one line per image left out, tab-separated path, label and reason."""
+    return "".join(f"{row['path']}\t{row['label']}\t{reason}\n" for row, reason in problems)
+
+
 class _Pipe(io.RawIOBase):
     """A write-only, unseekable sink whose bytes are drained as they come, so the zip is
     streamed to the client instead of built in memory."""
@@ -121,32 +178,72 @@ class _Pipe(io.RawIOBase):
         return data
 
 
-def zip_chunks(rows: list[dict]) -> Iterator[bytes]:
+def _zip_entry(name: str) -> zipfile.ZipInfo:
+    """A stored, world-readable regular file: writestr's default (0600, no file type) would
+    leave the unzipped images readable by their owner only."""
+    info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
+    info.external_attr = (stat.S_IFREG | 0o644) << 16
+    # Images are compressed already; storing them costs no CPU and deflate saves nothing.
+    info.compress_type = zipfile.ZIP_STORED
+    return info
+
+
+def zip_chunks(
+    rows: list[dict], problems: list[tuple[dict, str]] | None = None
+) -> Iterator[bytes]:
     """The imagefolder zip: train/<class>/<file> ..., plus labels.csv, streamed. Images whose
-    original file has gone missing are listed in MISSING.txt instead."""
+    original file is missing, unreadable or changed are listed in MISSING.txt instead (and
+    appended to `problems` if given): one bad file never breaks a download under way."""
     pipe = _Pipe()
-    missing = []
+    problems = [] if problems is None else problems
     present = []
-    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED) as archive:
+    with zipfile.ZipFile(pipe, "w") as archive:
         for row in rows:
-            if not Path(row["path"]).is_file():
-                missing.append(row)
+            data = read_original(row)
+            if isinstance(data, str):
+                problems.append((row, data))
                 continue
-            archive.write(row["path"], archive_name(row))
+            archive.writestr(_zip_entry(archive_name(row)), data)
             present.append(row)
             yield pipe.drain()
-        archive.writestr("labels.csv", "".join(csv_chunks(present)))
-        if missing:
-            archive.writestr(
-                "MISSING.txt",
-                "".join(f"{r['path']}\t{r['label']}\n" for r in missing),
-            )
+        archive.writestr(_zip_entry("labels.csv"), "".join(csv_chunks(present)))
+        if problems:
+            archive.writestr(_zip_entry(MISSING_NAME), missing_text(problems))
     yield pipe.drain()
 
 
-def write_export(rows: list[dict], fmt: str, out: Path) -> Path:
+def _check_target(out: Path) -> None:
+    """Never write over an earlier export or anything else already there."""
+    if out.is_dir() and any(out.iterdir()):
+        raise ExportError(f"{out} is a folder that is not empty; choose a new path")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} already exists; choose a new path")
+
+
+def _write_tree(rows: list[dict], out: Path, problems: list[tuple[dict, str]]) -> None:
+    present = []
+    for row in rows:
+        data = read_original(row)
+        if isinstance(data, str):
+            problems.append((row, data))
+            continue
+        target = out / archive_name(row)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        present.append(row)
+    out.mkdir(parents=True, exist_ok=True)
+    # Bytes, as in the zip: text mode would turn the csv module's \r\n into \r\r\n on Windows.
+    (out / "labels.csv").write_bytes("".join(csv_chunks(present)).encode("utf-8"))
+    if problems:
+        (out / MISSING_NAME).write_bytes(missing_text(problems).encode("utf-8"))
+
+
+def write_export(rows: list[dict], fmt: str, out: Path) -> list[tuple[dict, str]]:
     """Write an export to disk: imagefolder as a .zip (if OUT ends in .zip) or a folder
-    tree; csv and jsonl as one file."""
+    tree; csv and jsonl as one file. Returns the images left out of an imagefolder export
+    and why (csv and jsonl need no image files)."""
+    _check_target(out)
+    problems: list[tuple[dict, str]] = []
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         with out.open("w", encoding="utf-8", newline="") as handle:
@@ -154,18 +251,10 @@ def write_export(rows: list[dict], fmt: str, out: Path) -> Path:
     elif fmt == "jsonl":
         with out.open("w", encoding="utf-8") as handle:
             handle.writelines(jsonl_chunks(rows))
-    elif out.suffix == ".zip":
+    elif out.suffix.lower() == ".zip":
         with out.open("wb") as handle:
-            for chunk in zip_chunks(rows):
+            for chunk in zip_chunks(rows, problems):
                 handle.write(chunk)
     else:
-        present = []
-        for row in rows:
-            source = Path(row["path"])
-            if source.is_file():
-                target = out / archive_name(row)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target)
-                present.append(row)
-        (out / "labels.csv").write_text("".join(csv_chunks(present)), encoding="utf-8")
-    return out
+        _write_tree(rows, out, problems)
+    return problems

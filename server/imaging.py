@@ -1,20 +1,40 @@
 """Reading image files safely with Pillow, and the resized copies the browser is shown.
 
-`load_rgb` is the one way a file becomes pixels: the importer uses it to check every file,
-the image cache to render copies, so what was accepted on import is what renders later.
+`load_rgb` is the one way a file becomes pixels: the importer checks every file with it
+(`check_image`), the image cache renders copies with it, so what was accepted on import is
+what renders later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import struct
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+
+# EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# Pillow's parsers signal damaged files with more than OSError: struct.error, TypeError and
+# friends come out of corrupt EXIF and headers. All of them mean "this file is broken".
+_DAMAGED = (OSError, SyntaxError, ValueError, EOFError, struct.error, TypeError, KeyError,
+            IndexError)
 
 
 class ImageRejected(Exception):
@@ -40,47 +60,83 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def load_rgb(path: str | Path, max_pixels: int) -> tuple[Image.Image, dict]:
-    """Open, verify and fully decode an image, upright (EXIF orientation) and in RGB.
-    Returns the image and facts about the file (format, mode, width, height).
-    Raises ImageRejected with a reason a person can act on."""
-    path = Path(path)
+@contextlib.contextmanager
+def import_warnings() -> Iterator[None]:
+    """The import's policy for Pillow's warnings. Its bomb guard warns before it refuses:
+    make the warning an error, so both mean 'over the limit'. Its warnings about damaged
+    metadata (corrupt EXIF, short tags) in files whose pixels decode fine are dropped: the
+    file is no less usable. catch_warnings swaps process-wide state, which is safe in the
+    import (one thread per process) but not in the web server's rendering threads, so only
+    the import uses it; rendering reads files the import already accepted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+        yield
+
+
+def _check_header(path: Path, max_pixels: int) -> None:
+    """Refuse too many pixels before anything is decoded, then let Pillow verify the file's
+    structure (checksums for PNG). verify() spends the handle, hence a separate open."""
+    with Image.open(path) as probe:  # reads the header only; Pillow's bomb guard runs here
+        pixels = probe.width * probe.height
+        if pixels > max_pixels:
+            raise ImageRejected(
+                f"too many pixels: {probe.width}x{probe.height} = {pixels:,}"
+                f" (limit {max_pixels:,})"
+            )
+        probe.verify()
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation. Not ImageOps.exif_transpose: that also rewrites the EXIF
+    block, which raises struct.error/TypeError on damaged tags of a file whose pixels are
+    fine; the RGB copy carries no EXIF, so only the transpose is needed."""
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return img.transpose(method) if method is not None else img
+
+
+def _file_size(path: Path) -> int:
+    """The file's size; an empty file is refused here, before Pillow guesses at it."""
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise ImageRejected(f"cannot read: {exc.strerror}") from exc
+        raise ImageRejected(f"cannot read: {exc.strerror or exc}") from exc
     if size == 0:
         raise ImageRejected("empty file (0 bytes)")
+    return size
+
+
+def load_rgb(path: str | Path, max_pixels: int) -> tuple[Image.Image, dict]:
+    """Open, verify and fully decode an image, upright (EXIF orientation) and in RGB.
+    Returns the image and facts about the file (format, mode, width, height, bytes).
+    Raises ImageRejected with a reason a person can act on."""
+    path = Path(path)
+    size = _file_size(path)
     try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb guard warns before it refuses; treat both as over the limit.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as probe:
-                pixels = probe.width * probe.height
-                if pixels > max_pixels:
-                    raise ImageRejected(
-                        f"too many pixels: {probe.width}x{probe.height} = {pixels:,}"
-                        f" (limit {max_pixels:,})"
-                    )
-                probe.verify()
-            with Image.open(path) as img:
-                img.load()
-                facts = {"format": img.format, "mode": img.mode}
-                upright = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(upright)
-    except ImageRejected:
-        raise
+        _check_header(path, max_pixels)
+        with Image.open(path) as img:
+            img.load()
+            facts = {"format": img.format, "mode": img.mode}
+            rgb = _to_rgb(_upright(img))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"too many pixels (decompression bomb guard): {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageRejected("not a recognised image file") from exc
     except PermissionError as exc:
         raise ImageRejected(f"cannot read: {exc.strerror}") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports truncated and corrupt data as OSError/SyntaxError/ValueError.
+    except _DAMAGED as exc:
         raise ImageRejected(f"corrupt or truncated image: {exc}") from exc
     facts.update(width=rgb.width, height=rgb.height, bytes=size)
     return rgb, facts
+
+
+def check_image(path: str | Path, max_pixels: int) -> dict:
+    """The import's check of one file: a full load_rgb under the import's warning policy.
+    Returns the facts (format, mode, width, height, bytes); raises ImageRejected."""
+    with import_warnings():
+        _, facts = load_rgb(path, max_pixels)
+    return facts
 
 
 def render_copy(source: str | Path, target: Path, longest_side: int, max_pixels: int) -> Path:

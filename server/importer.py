@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from . import store
-from .imaging import EXTENSIONS, ImageRejected, load_rgb
+from .imaging import EXTENSIONS, ImageRejected, check_image
 
 BATCH = 500
 PARALLEL_FROM = 1000  # below this many files, worker processes cost more than they save
@@ -61,69 +62,135 @@ class ImportReport:
         return text
 
 
-def _outside(path: Path, root: Path) -> bool:
-    return not path.resolve().is_relative_to(root)
+def _shown(path: str | Path) -> str:
+    """A path as people (and SQLite) can take it: bytes that are not UTF-8 become U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def _undecodable(path: str | Path) -> bool:
+    """os.walk turns name bytes that are not UTF-8 into lone surrogates. Such a path cannot
+    be stored (SQLite wants UTF-8), printed or shown in a page, so it cannot be imported."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _link_problem(path: Path, root: Path) -> str | None:
+    """Why a symbolic link below root cannot be imported, or None when it can: the files
+    the server may read are those under the image folder the admin named, nothing else."""
+    try:
+        target = path.resolve(strict=True)
+    except FileNotFoundError:
+        return "broken link (its target does not exist)"
+    except (RuntimeError, OSError):  # RuntimeError: a link loop, before Python 3.13
+        return "link cannot be followed (a loop, or a target that cannot be read)"
+    if not target.is_relative_to(root):
+        return "link points outside the image folder"
+    return None
+
+
+def _skipped(path: Path, reason: str) -> dict:
+    return {"path": _shown(path), "kind": "skipped", "reason": reason}
+
+
+def _prune_folders(here: Path, dirnames: list[str], root: Path, issues: list[dict]) -> None:
+    """Keep the sub-folders os.walk should enter, in order. Hidden ones are left out quietly;
+    linked ones are not followed (inside the folder their images are reached directly)."""
+    keep = []
+    for name in sorted(dirnames):
+        sub = here / name
+        if name.startswith("."):
+            continue
+        if _undecodable(sub):
+            issues.append(_skipped(sub, "folder name is not valid UTF-8; rename it"))
+        elif sub.is_symlink():
+            reason = _link_problem(sub, root) or (
+                "linked folder not followed (its images are reached directly)"
+            )
+            issues.append(_skipped(sub, reason))
+        else:
+            keep.append(name)
+    dirnames[:] = keep
 
 
 def scan(root: Path) -> tuple[list[Path], list[dict], int]:
-    """Image files below root (sorted), issues for links, and how many files were ignored
-    (hidden files and folders, other extensions)."""
+    """Image files below root (sorted), issues for the files that cannot be taken (links
+    that lead out, names that are not UTF-8), and how many files were ignored (hidden files,
+    other extensions). Hidden folders are not entered."""
     files: list[Path] = []
     issues: list[dict] = []
     ignored = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
-        for name in sorted(dirnames):
-            sub = here / name
-            if name.startswith("."):
-                dirnames.remove(name)
-            elif sub.is_symlink():
-                dirnames.remove(name)
-                reason = (
-                    "link points outside the image folder"
-                    if _outside(sub, root)
-                    else "linked folder not followed (its images are reached directly)"
-                )
-                issues.append({"path": str(sub), "kind": "skipped", "reason": reason})
-        dirnames.sort()
+        _prune_folders(here, dirnames, root, issues)
         for name in sorted(filenames):
             path = here / name
             if name.startswith(".") or path.suffix.lower() not in EXTENSIONS:
                 ignored += 1
-            elif path.is_symlink() and _outside(path, root):
-                issues.append(
-                    {"path": str(path), "kind": "skipped",
-                     "reason": "link points outside the image folder"}
-                )
+            elif _undecodable(path):
+                issues.append(_skipped(path, "file name is not valid UTF-8; rename it"))
+            elif path.is_symlink() and (problem := _link_problem(path, root)):
+                issues.append(_skipped(path, problem))
             else:
                 files.append(path)
     return files, issues, ignored
 
 
+def _sha256(path: Path) -> str:
+    """Streamed, so a huge file that turns out not to be an image is never held in memory."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def check_file(path: Path, max_pixels: int) -> dict:
-    """Hash and fully decode one file. Returns the image's facts, or {'reason': ...}."""
+    """Hash and fully decode one file. Returns the image's facts, or {'reason': ...}.
+    Never raises for a bad file: one file must not stop an import."""
     try:
-        data = path.read_bytes()
+        if not stat.S_ISREG(path.stat().st_mode):
+            # A FIFO or device named like an image would block or never end on read.
+            return {"reason": "not a regular file"}
+        digest = _sha256(path)
     except OSError as exc:
         return {"reason": f"cannot read: {exc.strerror or exc}"}
     try:
-        _, facts = load_rgb(path, max_pixels)
+        facts = check_image(path, max_pixels)
     except ImageRejected as exc:
         return {"reason": str(exc)}
-    facts["sha256"] = hashlib.sha256(data).hexdigest()
+    except Exception as exc:  # the per-file boundary: see why below
+        # Pillow's decoders raise many types on hostile input; load_rgb names the known
+        # ones, and anything new still skips this file (type in the reason) rather than
+        # ending the import with the files after it never looked at.
+        return {"reason": f"cannot decode: {type(exc).__name__}: {exc}"}
+    facts["sha256"] = digest
     return facts
 
 
-def _checked(paths: list[Path], max_pixels: int, workers: int | None) -> Iterator[dict]:
+def _checked(
+    paths: list[Path], max_pixels: int, workers: int | None, parallel_from: int
+) -> Iterator[dict]:
+    """check_file over paths, in order; in worker processes when there are enough files."""
     check = partial(check_file, max_pixels=max_pixels)
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    if workers > 1 and len(paths) >= PARALLEL_FROM:
+    if workers > 1 and len(paths) >= parallel_from:
         # spawn, not fork: the web server that may call this runs threads.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             yield from pool.map(check, paths, chunksize=64)
     else:
         yield from map(check, paths)
+
+
+def _class_of(rel: Path, class_ids: dict[str, int], unmatched: set[str]) -> int | None:
+    """The class an image's first-level folder names (at any depth below it), or None for
+    images at the top level; folders named like no class are noted in `unmatched`."""
+    if len(rel.parts) < 2:
+        return None
+    class_id = class_ids.get(rel.parts[0])
+    if class_id is None:
+        unmatched.add(rel.parts[0])
+    return class_id
 
 
 def import_folder(
@@ -136,10 +203,16 @@ def import_folder(
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     workers: int | None = None,
+    parallel_from: int = PARALLEL_FROM,
 ) -> ImportReport:
+    """Import the images below `folder` into db; see the module docstring. `workers`
+    (default: one per CPU) and `parallel_from` decide when files are checked in worker
+    processes."""
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
-        raise ImportFailed(f"{folder} is not a folder")
+        raise ImportFailed(f"{_shown(folder)} is not a folder")
+    if _undecodable(root):
+        raise ImportFailed(f"{_shown(root)}: the folder's path is not valid UTF-8; rename it")
     paths, issues, ignored = scan(root)
     if on_start:
         on_start(len(paths))
@@ -168,11 +241,11 @@ def import_folder(
         report.labeled += sum(1 for image in fresh if image.get("class_id") is not None)
         batch.clear()
 
-    for path, facts in zip(paths, _checked(paths, max_pixels, workers)):
+    for path, facts in zip(paths, _checked(paths, max_pixels, workers, parallel_from)):
         if progress:
             progress(1)
         if "reason" in facts:
-            report.issues.append({"path": str(path), "kind": "skipped", "reason": facts["reason"]})
+            report.issues.append(_skipped(path, facts["reason"]))
             continue
         if facts["sha256"] in seen:
             report.issues.append(
@@ -182,11 +255,7 @@ def import_folder(
             continue
         seen[facts["sha256"]] = str(path)
         rel = path.relative_to(root)
-        class_id = None
-        if len(rel.parts) > 1:
-            class_id = class_ids.get(rel.parts[0])
-            if class_id is None:
-                unmatched.add(rel.parts[0])
+        class_id = _class_of(rel, class_ids, unmatched)
         batch.append({**facts, "path": str(path), "rel_path": rel.as_posix(), "class_id": class_id})
         if len(batch) >= BATCH:
             flush()
@@ -209,11 +278,13 @@ def import_folder(
 
 
 def class_folders(folder: str | Path) -> list[str]:
-    """First-level, non-hidden sub-folders: the classes of a folder-per-class layout."""
+    """First-level sub-folders: the classes of a folder-per-class layout. Hidden and linked
+    folders, and names that are not UTF-8, are left out, as scan() leaves them out."""
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise ImportFailed(f"{folder} is not a folder")
+        raise ImportFailed(f"{_shown(folder)} is not a folder")
     return sorted(
-        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        and not p.is_symlink()
+        p.name for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not p.is_symlink()
+        and not _undecodable(p.name)
     )

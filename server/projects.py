@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import store
 from .config import Project, ProjectConfig, ProjectError
-from .importer import ImportReport, class_folders, import_folder
+from .importer import ImportFailed, ImportReport, class_folders, import_folder
 from .passwords import generate_password, hash_password
 
 Progress = Callable[[int], None]
@@ -26,13 +26,16 @@ def init_project(
     """Create a project from an image folder. Classes come from `classes`, or else from the
     folder's first-level sub-folders (folder-per-class layout)."""
     images = Path(images).expanduser().resolve()
+    if not images.is_dir():  # before anything is created
+        raise ImportFailed(f"{images} is not a folder")
     names = classes if classes else class_folders(images)
     if not names:
         raise ProjectError(
             f"no classes: pass --classes a,b,c or arrange {images} as one sub-folder per class"
         )
     root = Path(folder).expanduser().resolve()
-    if images == root or root in images.parents:
+    # The project's cache and exports would otherwise be imported with the images next time.
+    if root.is_relative_to(images):
         raise ProjectError("put the project folder outside the image folder")
     config = ProjectConfig(
         name=root.name, images=str(images), seed=seed, votes_per_image=votes_per_image
@@ -42,9 +45,11 @@ def init_project(
         raise store.StoreError("class names must be unique")
     project = Project.create(root, config)
     db = store.connect(project.db_path)
-    store.add_classes(db, names)
-    report = import_images(project, images, progress=progress, on_start=on_start, db=db)
-    db.conn.close()
+    try:
+        store.add_classes(db, names)
+        report = import_images(project, images, progress=progress, on_start=on_start, db=db)
+    finally:
+        db.conn.close()
     return project, report
 
 

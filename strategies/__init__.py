@@ -11,8 +11,7 @@ best first, and `scores` their scores (higher = more worth labeling).
 
 from __future__ import annotations
 
+from . import baseline, diverse, uncertainty  # noqa: F401  (registers the built-ins)
 from .registry import describe, get_strategy, names, register
-
-from . import baseline  # noqa: E402,F401  (registers the built-in strategies)
 
 __all__ = ["describe", "get_strategy", "names", "register"]

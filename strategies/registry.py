@@ -12,9 +12,8 @@ Strategy = Callable[..., Ranking]
 _STRATEGIES: dict[str, Strategy] = {}
 
 
-class UnknownStrategy(KeyError):
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return self.args[0]
+class UnknownStrategy(ValueError):
+    """A strategy name nobody registered; the message lists the known ones."""
 
 
 def register(name: str) -> Callable[[Strategy], Strategy]:

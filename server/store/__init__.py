@@ -7,7 +7,7 @@ transaction, so concurrent annotators queue up on SQLite's lock instead of faili
 
 from __future__ import annotations
 
-from .connection import StoreError, connect, now_iso, write
+from .connection import StoreError, connect, is_row_id, now_iso, write
 from .images import (
     add_classes,
     add_images,
@@ -36,6 +36,7 @@ from .stats import annotator_stats, class_counts, count_today, status_counts
 from .users import ROLES, add_user, get_user, get_user_by_name, list_users, set_password
 
 __all__ = [
+    "ROLES",
     "AlreadyAnswered",
     "StoreError",
     "add_classes",
@@ -55,10 +56,10 @@ __all__ = [
     "get_user_by_name",
     "image_count",
     "images_left",
-    "ROLES",
     "import_issues",
     "import_run",
     "import_runs",
+    "is_row_id",
     "known_hashes",
     "labeled_images",
     "last_answer",

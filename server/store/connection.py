@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -13,6 +13,7 @@ from sqlite_utils import Database
 from .schema import migrations
 
 BUSY_TIMEOUT_MS = 10_000
+SQLITE_INT_MAX = 2**63 - 1
 
 
 class StoreError(Exception):
@@ -20,8 +21,14 @@ class StoreError(Exception):
     meant for the person who made it."""
 
 
+def is_row_id(value: int) -> bool:
+    """Whether `value` can be a row id. Ids come from URLs and forms; sqlite3 raises
+    OverflowError for integers past 64 bits instead of simply finding no row."""
+    return 0 < value <= SQLITE_INT_MAX
+
+
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def connect(path: str | Path, migrate: bool = True) -> Database:

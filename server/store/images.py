@@ -8,7 +8,8 @@ from collections.abc import Iterable
 
 from sqlite_utils import Database
 
-from .connection import StoreError, now_iso, write
+from .connection import StoreError, is_row_id, now_iso, write
+from .rounds import unranked_priority
 
 NAME_MAX = 64
 
@@ -30,6 +31,8 @@ def classes(db: Database) -> list[dict]:
 
 
 def class_by_id(db: Database, class_id: int) -> dict | None:
+    if not is_row_id(class_id):
+        return None
     rows = list(db.query("SELECT id, name, position FROM classes WHERE id = ?", [class_id]))
     return rows[0] if rows else None
 
@@ -121,7 +124,7 @@ def add_images(
                 )
                 db.execute(
                     "INSERT INTO queue (image_id, priority) VALUES (?, ?)",
-                    [image_id, float(shuffle_key(seed, image["sha256"]))],
+                    [image_id, unranked_priority(shuffle_key(seed, image["sha256"]))],
                 )
             else:
                 db.execute(
@@ -137,7 +140,7 @@ def add_images(
                 if votes_needed > 1:
                     db.execute(
                         "INSERT INTO queue (image_id, priority) VALUES (?, ?)",
-                        [image_id, float(shuffle_key(seed, image["sha256"]))],
+                        [image_id, unranked_priority(shuffle_key(seed, image["sha256"]))],
                     )
     return ids
 
@@ -183,6 +186,8 @@ def import_issues(db: Database, import_id: int, limit: int = 500) -> list[dict]:
 
 
 def get_image(db: Database, image_id: int) -> dict | None:
+    if not is_row_id(image_id):
+        return None
     rows = list(db.query("SELECT * FROM images WHERE id = ?", [image_id]))
     return rows[0] if rows else None
 

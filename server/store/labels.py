@@ -6,7 +6,8 @@ import time
 
 from sqlite_utils import Database
 
-from .connection import StoreError, now_iso, write
+from .connection import StoreError, is_row_id, now_iso, write
+from .rounds import queue_priority
 
 ANSWER_KINDS = ("label", "skip", "unsure")
 
@@ -16,6 +17,13 @@ EFFECTIVE = "NOT EXISTS (SELECT 1 FROM annotations r WHERE r.retracts_id = a.id)
 
 class AlreadyAnswered(StoreError):
     """The user already has an answer on this image (a double click, a stale tab)."""
+
+
+def _exists(db: Database, table: str, row_id: int) -> bool:
+    return (
+        is_row_id(row_id)
+        and db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [row_id]).fetchone() is not None
+    )
 
 
 def _answer_of(db: Database, user_id: int, image_id: int) -> dict | None:
@@ -53,14 +61,17 @@ def refresh_state(db: Database, image_id: int) -> dict:
         [image_id, status, class_id, len(labels), unsure, now_iso()],
     )
     image = db.execute(
-        "SELECT votes_needed, shuffle_key FROM images WHERE id = ?", [image_id]
+        "SELECT votes_needed FROM images WHERE id = ?", [image_id]
     ).fetchone()
     if len(labels) + unsure >= image[0]:
         db.execute("DELETE FROM queue WHERE image_id = ?", [image_id])
+        # Others may still hold it (a late answer from a stale tab completed it): their
+        # next card must not show an image that needs no more votes.
+        db.execute("DELETE FROM leases WHERE image_id = ?", [image_id])
     else:
         db.execute(
             "INSERT OR IGNORE INTO queue (image_id, priority) VALUES (?, ?)",
-            [image_id, float(image[1])],
+            [image_id, queue_priority(db, image_id)],
         )
     return {"status": status, "class_id": class_id, "votes": len(labels), "unsure": unsure}
 
@@ -81,11 +92,10 @@ def add_vote(
     if (kind == "label") != (class_id is not None):
         raise StoreError("a label needs a class; skip and unsure take none")
     with write(db):
-        if db.execute("SELECT 1 FROM images WHERE id = ?", [image_id]).fetchone() is None:
+        if not _exists(db, "images", image_id):
             raise StoreError(f"no image with id {image_id}")
-        if class_id is not None:
-            if db.execute("SELECT 1 FROM classes WHERE id = ?", [class_id]).fetchone() is None:
-                raise StoreError(f"no class with id {class_id}")
+        if class_id is not None and not _exists(db, "classes", class_id):
+            raise StoreError(f"no class with id {class_id}")
         if _answer_of(db, user_id, image_id) is not None:
             raise AlreadyAnswered(f"image {image_id} is already answered")
         cursor = db.execute(
@@ -111,23 +121,53 @@ def last_answer(db: Database, user_id: int) -> dict | None:
     return rows[0] if rows else None
 
 
+def _own_answer(db: Database, user_id: int, annotation_id: int) -> dict | None:
+    """The answer row `annotation_id` if this user gave it (undone or not)."""
+    if not is_row_id(annotation_id):
+        return None
+    rows = list(
+        db.query(
+            "SELECT a.* FROM annotations a WHERE a.id = ? AND a.user_id = ?"
+            " AND a.kind IN ('label', 'skip', 'unsure')",
+            [annotation_id, user_id],
+        )
+    )
+    return rows[0] if rows else None
+
+
+def _hand_back(db: Database, user_id: int, image_id: int, lease_seconds: int) -> None:
+    """Lease an undone image to its user ahead of everything else they hold, if it still
+    needs a vote and others' leases leave room: undoing a skip must not hand the user an
+    image that was passed on to someone else meanwhile."""
+    now = time.time()
+    room = db.execute(
+        "SELECT i.votes_needed - s.votes - s.unsure - (SELECT count(*) FROM leases l"
+        "   WHERE l.image_id = i.id AND l.user_id != ? AND l.expires_at > ?)"
+        " FROM images i JOIN image_state s ON s.image_id = i.id"
+        " JOIN queue q ON q.image_id = i.id WHERE i.id = ?",
+        [user_id, now, image_id],
+    ).fetchone()
+    if room is None or room[0] <= 0:
+        return
+    # handed_at 0 puts the image before anything else this user holds.
+    db.execute(
+        "INSERT INTO leases (image_id, user_id, handed_at, expires_at) VALUES (?, ?, 0, ?)"
+        " ON CONFLICT (image_id, user_id) DO UPDATE SET handed_at = 0,"
+        " expires_at = excluded.expires_at",
+        [image_id, user_id, now + lease_seconds],
+    )
+
+
 def retract(
     db: Database, user_id: int, annotation_id: int, lease_seconds: int = 300
 ) -> int | None:
-    """Undo one of the user's answers by appending a retraction. The image is handed back to
-    the user first in line. Returns the image id, or None when there was nothing to undo
-    (already undone: a repeated key press)."""
+    """Undo one of the user's answers by appending a retraction; the image is handed back
+    to the user first in line when it is free. Returns the image id, or None when there was
+    nothing to undo (already undone: a repeated key press)."""
     with write(db):
-        rows = list(
-            db.query(
-                "SELECT a.* FROM annotations a WHERE a.id = ? AND a.user_id = ?"
-                " AND a.kind IN ('label', 'skip', 'unsure')",
-                [annotation_id, user_id],
-            )
-        )
-        if not rows:
+        answer = _own_answer(db, user_id, annotation_id)
+        if answer is None:
             raise StoreError(f"annotation {annotation_id} is not one of yours")
-        answer = rows[0]
         already = db.execute(
             "SELECT 1 FROM annotations WHERE retracts_id = ?", [annotation_id]
         ).fetchone()
@@ -139,13 +179,7 @@ def retract(
             [answer["image_id"], user_id, answer["source"], now_iso(), annotation_id],
         )
         refresh_state(db, answer["image_id"])
-        # handed_at 0 puts the image before anything else this user holds.
-        db.execute(
-            "INSERT INTO leases (image_id, user_id, handed_at, expires_at) VALUES (?, ?, 0, ?)"
-            " ON CONFLICT (image_id, user_id) DO UPDATE SET handed_at = 0,"
-            " expires_at = excluded.expires_at",
-            [answer["image_id"], user_id, time.time() + lease_seconds],
-        )
+        _hand_back(db, user_id, answer["image_id"], lease_seconds)
     return answer["image_id"]
 
 

@@ -133,3 +133,46 @@ def m001_initial(db: Database) -> None:
     )
     db["leases"].create_index(["user_id", "handed_at"])
     db["leases"].create_index(["expires_at"])
+
+
+@migrations()
+def m002_rounds(db: Database) -> None:
+    # One row per training round: a job whose progress the admin page polls.
+    db["rounds"].create(
+        {
+            "id": int,
+            "status": str,  # queued | running | done | failed
+            "strategy": str,
+            "mode": str,  # head | finetune, once known
+            "requested_by": int,
+            "created_at": str,
+            "started_at": str,
+            "finished_at": str,
+            "heartbeat": float,  # unix time of the last progress report
+            "progress": float,  # 0..1
+            "message": str,
+            "error": str,
+            "labels_used": int,
+            "pool_size": int,
+            "accuracy": float,  # cross-validated on the labeled images
+            "per_class": str,  # JSON {class name: accuracy}
+            "seconds": float,
+        },
+        pk="id",
+        not_null={"status", "strategy", "created_at"},
+    )
+    db["rounds"].create_index(["status"])
+    # What each round predicted for each pool image, and where it ranked it.
+    db["predictions"].create(
+        {
+            "round_id": int,
+            "image_id": int,
+            "class_id": int,
+            "confidence": float,
+            "score": float,
+            "rank": int,
+        },
+        pk=("round_id", "image_id"),
+        foreign_keys=[("round_id", "rounds", "id")],
+    )
+    db["predictions"].create_index(["image_id", "round_id"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from statistics import median
 
 from sqlite_utils import Database
@@ -12,7 +12,7 @@ from .labels import EFFECTIVE
 
 def count_today(db: Database, user_id: int) -> int:
     """Answers (labels and unsure) this user gave since midnight UTC, undone ones excluded."""
-    midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return db.execute(
         "SELECT count(*) FROM annotations a WHERE a.user_id = ? AND a.created_at >= ?"
         f" AND a.kind IN ('label', 'unsure') AND {EFFECTIVE}",
@@ -42,7 +42,7 @@ def class_counts(db: Database) -> list[dict]:
 def annotator_stats(db: Database) -> list[dict]:
     """Per user: labels, skips, unsure, undos, today's count, median seconds per answer."""
     stats = []
-    midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     for user in db.query("SELECT id, name, role FROM users ORDER BY name"):
         row = dict(user)
         counts = {"label": 0, "skip": 0, "unsure": 0, "retract": 0}

@@ -8,6 +8,7 @@ from .. import store
 from ..passwords import generate_password, hash_password
 from .auth import login_required
 from .context import get_db, get_project
+from .rounds import status_context as round_status
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -27,6 +28,7 @@ def index():
         users=store.list_users(db),
         runs=runs,
         roles=store.ROLES,
+        **round_status(),
     )
 
 
@@ -35,7 +37,9 @@ def index():
 def add_user():
     name = request.form.get("name", "")
     role = request.form.get("role", "annotator")
-    password = request.form.get("password", "").strip() or generate_password()
+    typed = request.form.get("password", "")
+    # Kept exactly as typed (login compares it unstripped); blank means "generate one".
+    password = typed if typed.strip() else generate_password()
     try:
         store.add_user(get_db(), name, role, hash_password(password))
     except (store.StoreError, ValueError) as exc:

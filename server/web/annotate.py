@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import current_user
 
 from .. import store
+from ..jobs import maybe_auto_retrain
+from ..store.rounds import latest_prediction
 from .auth import login_required
 from .context import get_db, get_project
 
@@ -13,14 +15,22 @@ bp = Blueprint("annotate", __name__)
 
 # 1-9, then letters; s (skip), u (unsure) and z (undo) are taken.
 CLASS_KEYS = "123456789abcdefghijklmnopqrtvwxy"
+OWN_KEYS = set(CLASS_KEYS) | {"0"}
 MAX_SECONDS = 3600.0
 
 
 def keyed_classes(classes: list[dict]) -> list[dict]:
-    return [
-        {**c, "key": CLASS_KEYS[i] if i < len(CLASS_KEYS) else None}
-        for i, c in enumerate(classes)
-    ]
+    """A key per class: a class named by one free key character gets that key (so the
+    digit '3' is labeled with 3), the others take 1-9 then letters in order."""
+    own = {c["name"].lower() for c in classes if c["name"].lower() in OWN_KEYS}
+    if len(own) != sum(1 for c in classes if c["name"].lower() in OWN_KEYS):
+        own = set()  # 'A' and 'a' both: fall back to plain order
+    spare = iter(k for k in CLASS_KEYS if k not in own)
+    keyed = []
+    for c in classes:
+        name = c["name"].lower()
+        keyed.append({**c, "key": name if name in own else next(spare, None)})
+    return keyed
 
 
 def _card(status: int = 200):
@@ -37,7 +47,10 @@ def _card(status: int = 200):
         "last": store.last_answer(db, current_user.id),
         "today": store.count_today(db, current_user.id),
         "left": store.images_left(db, current_user.id),
+        "suggestion": None,
     }
+    if upcoming and project.config.show_suggestion:
+        context["suggestion"] = latest_prediction(db, upcoming[0])
     template = "_card.html" if request.headers.get("HX-Request") == "true" else "label.html"
     return render_template(template, **context), status
 
@@ -46,6 +59,15 @@ def _card(status: int = 200):
 @login_required()
 def label():
     return _card()
+
+
+def _row_id(raw: str) -> int | None:
+    """A positive id typed as plain ASCII digits, else None. str.isdigit alone accepts
+    characters such as '²' that int() refuses."""
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    value = int(raw)
+    return value if store.is_row_id(value) else None
 
 
 def _seconds(raw: str | None) -> float | None:
@@ -59,21 +81,25 @@ def _seconds(raw: str | None) -> float | None:
     return round(seconds, 3)
 
 
+def _choice(raw: str) -> tuple[str, int | None]:
+    """The posted answer as (kind, class id); a 400 for anything else."""
+    if raw in ("skip", "unsure"):
+        return raw, None
+    if not (raw.isascii() and raw.isdigit()):
+        abort(400, "Missing or malformed answer: expected a class id, 'skip' or 'unsure'.")
+    class_id = _row_id(raw)
+    if class_id is None or store.class_by_id(get_db(), class_id) is None:
+        abort(400, f"Unknown class id {raw[:20]}. Reload the page: the classes may have changed.")
+    return "label", class_id
+
+
 @bp.post("/label/<int:image_id>")
 @login_required()
 def answer(image_id: int):
     """Record the answer for the image the page showed (its id is in the URL), then send
     the next card. Answering the same image twice (double key press, stale tab) is
     harmless: the second answer is not recorded."""
-    choice = request.form.get("choice", "")
-    if choice in ("skip", "unsure"):
-        kind, class_id = choice, None
-    elif choice.isdigit():
-        kind, class_id = "label", int(choice)
-        if store.class_by_id(get_db(), class_id) is None:
-            abort(400, f"Unknown class id {choice!s}. Reload the page: the classes may have changed.")
-    else:
-        abort(400, "Missing or malformed answer: expected a class id, 'skip' or 'unsure'.")
+    kind, class_id = _choice(request.form.get("choice", ""))
     try:
         store.add_vote(
             get_db(),
@@ -87,6 +113,8 @@ def answer(image_id: int):
         pass  # the first answer stands; show what comes next
     except store.StoreError as exc:
         abort(404, f"{exc}. Nothing was saved.")
+    else:
+        maybe_auto_retrain(get_project(), current_app.extensions["huey"], get_db())
     return _card()
 
 
@@ -95,12 +123,13 @@ def answer(image_id: int):
 def undo():
     """Take back one answer: the id posted is the answer the page offered to undo, so a
     repeated key press undoes it once, never the answer before it."""
-    raw = request.form.get("annotation_id", "")
-    if not raw.isdigit():
+    annotation_id = _row_id(request.form.get("annotation_id", ""))
+    if annotation_id is None:
         abort(400, "Nothing to undo.")
     try:
         store.retract(
-            get_db(), current_user.id, int(raw), lease_seconds=get_project().config.lease_seconds
+            get_db(), current_user.id, annotation_id,
+            lease_seconds=get_project().config.lease_seconds,
         )
     except store.StoreError as exc:
         abort(400, f"Cannot undo: {exc}.")

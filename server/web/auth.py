@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import secrets
 from urllib.parse import urlsplit
 
 from flask import (
@@ -20,7 +21,7 @@ from flask_login import LoginManager, UserMixin, current_user, login_user, logou
 from htmx_flask import make_response
 
 from .. import store
-from ..passwords import verify_password
+from ..passwords import hash_password, verify_password
 from .context import get_db
 
 bp = Blueprint("auth", __name__)
@@ -48,10 +49,22 @@ def load_user(user_id: str) -> User | None:
 def unauthorized() -> Response:
     """Not logged in, or the session expired. An htmx request is told to load the login
     page; its form post was not recorded, and the page says so."""
-    target = url_for("auth.login", next=request.path, expired=1)
+    target = url_for("auth.login", next=_return_path(), expired=1)
     if request.headers.get("HX-Request") == "true":
         return make_response("Your session expired: log in again.", 401, redirect=target)
     return redirect(target)
+
+
+def _return_path() -> str | None:
+    """Where to go after logging in: the page the person was on. An htmx request names its
+    page in HX-Current-URL; its own URL is often a POST-only endpoint (/label/7), as is
+    any other form post's, and a GET there after login would answer 405."""
+    if request.headers.get("HX-Request") == "true":
+        page = urlsplit(request.headers.get("HX-Current-URL", ""))
+        return _safe_next(page.path + (f"?{page.query}" if page.query else ""))
+    if request.method == "GET":
+        return request.full_path if request.query_string else request.path
+    return None
 
 
 def init_app(app: Flask) -> None:
@@ -78,12 +91,20 @@ def login_required(*roles: str):
 
 def _safe_next(target: str | None) -> str | None:
     """Only same-site paths: an attacker's link cannot send a user elsewhere after login."""
-    if not target:
+    if not target or not target.startswith("/") or not target.isprintable():
+        return None
+    # Browsers read a backslash as a slash, so "/\evil.com" is as off-site as "//evil.com".
+    if "\\" in target or target.startswith("//"):
         return None
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if parts.scheme or parts.netloc:
         return None
     return target
+
+
+@functools.cache
+def _unknown_user_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -92,7 +113,11 @@ def login():
         name = request.form.get("name", "")
         password = request.form.get("password", "")
         row = store.get_user_by_name(get_db(), name) if name.strip() else None
-        if row and verify_password(row["password_hash"], password):
+        if row is None:
+            # Spend the same hashing time as for a known name, so response times do not
+            # tell which user names exist.
+            verify_password(_unknown_user_hash(), password)
+        elif verify_password(row["password_hash"], password):
             login_user(User(row))
             default = url_for("admin.index") if row["role"] == "admin" else url_for(
                 "annotate.label"

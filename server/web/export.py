@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Blueprint, Response, abort, request, stream_with_context
 
@@ -28,19 +28,16 @@ def download():
     try:
         fmt = exporter.parse_format(request.args.get("format", "imagefolder"))
         fractions = exporter.parse_split(request.args.get("split", "0.8,0.1,0.1"))
-        raw_seed = request.args.get("seed", "")
-        seed = int(raw_seed) if raw_seed.strip() else project.config.seed
+        seed = exporter.parse_seed(request.args.get("seed"), project.config.seed)
     except exporter.ExportError as exc:
-        abort(400, str(exc))
-    except ValueError:
-        abort(400, "seed must be a whole number")
+        abort(400, f"Cannot export: {exc}.")
     rows = exporter.assign_splits(store.labeled_images(get_db()), fractions, seed)
     chunks = {
         "imagefolder": exporter.zip_chunks,
         "csv": exporter.csv_chunks,
         "jsonl": exporter.jsonl_chunks,
     }[fmt](rows)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", project.config.name) or "export"
     filename = f"{safe_name}-{stamp}.{SUFFIXES[fmt]}"
     return Response(

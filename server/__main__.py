@@ -1,0 +1,5 @@
+"""`python -m server ...` is the same as `activelabel ...`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,154 @@
+"""CLI commands for the model: worker, retrain, strategies, simulate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import store
+from .config import Project
+
+
+def register(main: click.Group) -> None:
+    for command in (worker, retrain, strategies_cmd, simulate):
+        main.add_command(command)
+
+
+@click.command()
+@click.argument("project", type=click.Path(file_okay=False))
+@click.option("--threads", default=1, show_default=True, help="Rounds run at the same time.")
+def worker(project: str, threads: int) -> None:
+    """Run training rounds queued by the web server (until Ctrl-C)."""
+    from .jobs import run_worker
+
+    run_worker(Project.open(project), workers=threads)
+
+
+@click.command()
+@click.argument("project", type=click.Path(file_okay=False))
+@click.option("--strategy", default=None, help="Query strategy; default: the project's.")
+@click.option("--no-wait", is_flag=True, help="Only queue the round for the worker.")
+def retrain(project: str, strategy: str | None, no_wait: bool) -> None:
+    """Run a training round to the end and print its summary."""
+    import strategies
+
+    from .jobs import enqueue_round, make_huey
+    from .store import rounds as round_store
+
+    opened = Project.open(project)
+    name = strategy or opened.config.strategy
+    strategies.get_strategy(name)  # an unknown name fails here, listing the known ones
+    if no_wait:
+        round_id = enqueue_round(opened, make_huey(opened), name, None)
+        click.echo(f"Round {round_id} queued ({name}); `activelabel worker {project}` runs it.")
+        return
+    db = store.connect(opened.db_path)
+    try:
+        if round_store.active_round(db):
+            raise click.ClickException("a round is already queued or running; wait for it")
+        round_id = round_store.create_round(db, name, None)
+    finally:
+        db.conn.close()
+    with click.progressbar(length=1000, label=f"Round {round_id}") as bar:
+        summary = _run_with_bar(opened, round_id, bar, {"done": 0})
+    click.echo(_summary_text(round_id, name, summary))
+
+
+def _run_with_bar(project: Project, round_id: int, bar, state: dict) -> dict:
+    """Run the round in this process while a thread mirrors its stored progress."""
+    import threading
+
+    from .rounds import run_round
+    from .store import rounds as round_store
+
+    finished = threading.Event()
+
+    def follow() -> None:
+        db = store.connect(project.db_path, migrate=False)
+        try:
+            while not finished.wait(0.5):
+                row = round_store.get_round(db, round_id)
+                done = int((row["progress"] or 0) * 1000)
+                bar.label = f"Round {round_id}: {row['message'] or ''}"[:60]
+                bar.update(done - state["done"])
+                state["done"] = done
+        finally:
+            db.conn.close()
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        from .learner import LearnerError
+
+        try:
+            return run_round(project, round_id)
+        except (LearnerError, KeyError) as exc:
+            raise click.ClickException(f"round {round_id} failed: {exc}") from exc
+    finally:
+        finished.set()
+        thread.join(timeout=2)
+
+
+def _summary_text(round_id: int, name: str, summary: dict) -> str:
+    accuracy = summary.get("accuracy")
+    lines = [
+        f"Round {round_id} done with {name} ({summary['mode']} mode) in {summary['seconds']} s:",
+        f"  labels used: {summary['labels_used']}",
+        "  estimated accuracy (cross-validated): "
+        + (f"{accuracy:.1%}" if accuracy is not None else "n/a (too few labels per class)"),
+    ]
+    if summary.get("per_class"):
+        lines.append("  per class: " + ", ".join(
+            f"{k} {v:.0%}" for k, v in summary["per_class"].items()))
+    if summary.get("unreadable"):
+        lines.append(f"  {summary['unreadable']} images could not be read and were left out")
+    return "\n".join(lines)
+
+
+@click.command(name="strategies")
+def strategies_cmd() -> None:
+    """List the query strategies with a line on each."""
+    import strategies
+
+    for name in strategies.names():
+        click.echo(f"{name:<18} {strategies.describe(name)}")
+
+
+@click.command()
+@click.argument("project", type=click.Path(file_okay=False))
+@click.option("--oracle", required=True, type=click.Path(dir_okay=False),
+              help="CSV with columns file,label: the true labels the annotators answer with.")
+@click.option("--budget", default=200, show_default=True, help="Labels to give in all.")
+@click.option("--batch", default=20, show_default=True, help="Labels between retrains.")
+@click.option("--strategy", default="margin,random", show_default=True,
+              help="Strategy, or several separated by commas to compare.")
+@click.option("--test", "test_csv", default=None, type=click.Path(dir_okay=False),
+              help="CSV (file,label) of held-out test images; default: 30 %% of the oracle.")
+@click.option("--out", default="simulation", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for learning_curve.csv/.png and the simulated projects.")
+def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
+             test_csv: str | None, out: str) -> None:
+    """Simulated annotators label through the running product, retraining every batch."""
+    import strategies
+
+    from .simulate import read_labels_csv, run_simulation, write_curves
+
+    names = [s.strip() for s in strategy.split(",") if s.strip()]
+    for name in names:
+        strategies.get_strategy(name)
+    if budget < 1 or batch < 1:
+        raise click.ClickException("--budget and --batch must be positive")
+    source = Project.open(project)
+    truth = read_labels_csv(Path(oracle))
+    test = set(read_labels_csv(Path(test_csv))) if test_csv else None
+    out_dir = Path(out).resolve()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise click.ClickException(f"{out_dir} is not empty; choose another --out")
+    curves = [run_simulation(source, truth, test, name, budget, batch, out_dir, log=click.echo)
+              for name in names]
+    csv_path, png_path = write_curves(curves, out_dir)
+    for curve in curves:
+        final = f"{curve.points[-1][1]:.3f}" if curve.points else "n/a"
+        click.echo(f"{curve.strategy}: final test accuracy {final} at {budget} labels")
+    click.echo(f"Wrote {csv_path} and {png_path}")

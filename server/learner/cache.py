@@ -1,0 +1,95 @@
+"""Embeddings on disk: one float16 row per image id, memory-mapped, filled incrementally.
+
+Row i holds image id i, so a lookup is an index, and adding images only grows the file.
+A separate byte per row says whether the row is filled. One cache per backbone and input
+size (and per fine-tuned model, which sees the images differently).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class EmbeddingCache:
+    def __init__(self, folder: Path, dim: int):
+        self.folder = Path(folder)
+        self.dim = dim
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta = self.folder / "meta.json"
+        if meta.exists():
+            stored = json.loads(meta.read_text())["dim"]
+            if stored != dim:
+                raise ValueError(f"{self.folder} holds {stored}-d embeddings, not {dim}-d")
+        else:
+            meta.write_text(json.dumps({"dim": dim}))
+        self._vectors_path = self.folder / "vectors.f16"
+        self._filled_path = self.folder / "filled.u8"
+        self._open()
+
+    def _capacity_on_disk(self) -> int:
+        if not self._filled_path.exists():
+            return 0
+        return self._filled_path.stat().st_size
+
+    def _open(self) -> None:
+        capacity = self._capacity_on_disk()
+        if capacity == 0:
+            self.vectors = np.zeros((0, self.dim), np.float16)
+            self.filled = np.zeros(0, np.uint8)
+        else:
+            self.vectors = np.memmap(
+                self._vectors_path, np.float16, "r+", shape=(capacity, self.dim)
+            )
+            self.filled = np.memmap(self._filled_path, np.uint8, "r+", shape=(capacity,))
+
+    def _grow(self, max_id: int) -> None:
+        capacity = len(self.filled)
+        if max_id < capacity:
+            return
+        new_capacity = max(max_id + 1, int(capacity * 1.5), 1024)
+        self.flush()
+        # Extending a file with truncate fills it with zeros without writing them.
+        with open(self._vectors_path, "ab") as handle:
+            handle.truncate(new_capacity * self.dim * 2)
+        with open(self._filled_path, "ab") as handle:
+            handle.truncate(new_capacity)
+        self._open()
+
+    def missing(self, ids: np.ndarray) -> np.ndarray:
+        """The ids among `ids` with no embedding yet."""
+        ids = np.asarray(ids, dtype=np.int64)
+        inside = ids < len(self.filled)
+        done = np.zeros(len(ids), bool)
+        done[inside] = self.filled[ids[inside]] == 1
+        return ids[~done]
+
+    def put(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        self._grow(int(ids.max()))
+        self.vectors[ids] = vectors.astype(np.float16)
+        self.filled[ids] = 1
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        """float32 rows for `ids`; every id must be filled."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self.missing(ids)):
+            raise KeyError(f"{len(self.missing(ids))} images have no embedding yet")
+        return np.asarray(self.vectors[ids], dtype=np.float32)
+
+    def flush(self) -> None:
+        for array in (self.vectors, self.filled):
+            if isinstance(array, np.memmap):
+                array.flush()
+
+    def clear(self) -> None:
+        self.flush()
+        for path in (self._vectors_path, self._filled_path):
+            if path.exists():
+                os.remove(path)
+        self._open()

@@ -1,0 +1,192 @@
+"""The learner: embed images (cached), fit a head or fine-tune, predict probabilities."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .cache import EmbeddingCache
+
+MODES = ("auto", "head", "finetune")
+Progress = Callable[[float, str], None]
+
+
+class LearnerError(Exception):
+    """A round that cannot train, with the reason for the person who asked for it."""
+
+
+@dataclass
+class LearnerConfig:
+    backbone: str = "efficientnet_lite0"
+    checkpoint: str | None = None
+    pretrained: bool = True
+    input_size: int = 64
+    batch_size: int = 64
+    workers: int = 1  # DataLoader processes decoding images beside the forward pass
+    mode: str = "auto"
+    device: str = "auto"
+    max_pixels: int = 40_000_000
+    epochs: int = 8
+    seed: int = 0
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            return "cpu"  # a CUDA setting on a machine without one falls back cleanly
+        return self.device
+
+    def resolved_mode(self) -> str:
+        if self.mode not in MODES:
+            raise LearnerError(f"unknown training mode {self.mode!r}; use one of {MODES}")
+        if self.mode == "auto":
+            return "finetune" if self.resolved_device().startswith("cuda") else "head"
+        return self.mode
+
+
+@dataclass
+class FitResult:
+    mode: str
+    class_ids: list[int]  # the columns of predicted probabilities, in order
+    model: object = field(repr=False)
+    cv_accuracy: float | None = None
+    per_class_accuracy: dict[int, float] = field(default_factory=dict)
+    labels_used: int = 0
+
+
+def _no_progress(_fraction: float, _message: str) -> None:
+    return None
+
+
+class Learner:
+    def __init__(self, config: LearnerConfig, cache_root: Path):
+        self.config = config
+        self.cache_root = Path(cache_root)
+        self._model = None
+        self._data_config = None
+
+    # -- backbone ---------------------------------------------------------------------
+    def backbone(self):
+        if self._model is None:
+            from .backbone import create_backbone
+
+            self._model = create_backbone(
+                self.config.backbone, self.config.checkpoint, self.config.pretrained
+            ).eval()
+        return self._model
+
+    def data_config(self) -> dict:
+        if self._data_config is None:
+            import timm.data
+
+            self._data_config = timm.data.resolve_data_config({}, model=self.backbone())
+        return self._data_config
+
+    def cache(self) -> EmbeddingCache:
+        name = f"{self.config.backbone}-{self.config.input_size}"
+        if self.config.checkpoint:
+            name += "-" + Path(self.config.checkpoint).stem
+        elif not self.config.pretrained:
+            name += "-random"
+        return EmbeddingCache(
+            self.cache_root / "embeddings" / name, self.backbone().num_features
+        )
+
+    # -- embedding ----------------------------------------------------------------------
+    def embed(
+        self, ids: Sequence[int], paths: Sequence[str], progress: Progress = _no_progress
+    ) -> list[int]:
+        """Embed the images not yet in the cache. Returns the ids whose files could not be
+        read (they stay out of the cache, and out of the round)."""
+        from .data import run_model
+
+        cache = self.cache()
+        ids = np.asarray(ids, dtype=np.int64)
+        todo = set(cache.missing(ids).tolist())
+        order = [i for i, image_id in enumerate(ids) if int(image_id) in todo]
+        if not order:
+            progress(1.0, "all embeddings cached")
+            return []
+        failed: list[int] = []
+
+        def store(batch_ids: np.ndarray, features: np.ndarray, _logits) -> None:
+            cache.put(batch_ids, features)
+
+        failed = run_model(
+            self.backbone(),
+            [int(ids[i]) for i in order],
+            [paths[i] for i in order],
+            self.config,
+            self.data_config(),
+            store,
+            progress,
+            classifier=False,
+        )
+        cache.flush()
+        return failed
+
+    def embeddings(self, ids: Sequence[int]) -> np.ndarray:
+        return self.cache().get(np.asarray(ids, dtype=np.int64))
+
+    # -- fitting ------------------------------------------------------------------------
+    def fit(
+        self,
+        ids: Sequence[int],
+        paths: Sequence[str],
+        labels: Sequence[int],
+        progress: Progress = _no_progress,
+        pool_ids: Sequence[int] | None = None,
+    ) -> FitResult:
+        """Train on the labeled images; `pool_ids` (embedded, unlabeled) shape the head's
+        projection, which needs no labels."""
+        labels = np.asarray(labels, dtype=np.int64)
+        present = sorted(set(labels.tolist()))
+        if len(present) < 2:
+            raise LearnerError(
+                "a model needs labels in at least two classes; so far "
+                + (f"only one class has labels ({len(labels)} labels)" if present else
+                   "there are no labels")
+            )
+        mode = self.config.resolved_mode()
+        from .head import HeadModel, cross_validate
+
+        features = self.embeddings(ids)
+        unlabeled = self.embeddings(pool_ids) if pool_ids is not None and len(pool_ids) else None
+        cv = cross_validate(features, labels, unlabeled, seed=self.config.seed)
+        if mode == "head":
+            model = HeadModel.fit(features, labels, unlabeled, seed=self.config.seed)
+        else:
+            from .finetune import finetune
+
+            model = finetune(self, list(paths), labels, present, progress)
+        return FitResult(
+            mode=mode,
+            class_ids=present,
+            model=model,
+            cv_accuracy=cv[0],
+            per_class_accuracy=cv[1],
+            labels_used=len(labels),
+        )
+
+    def predict_proba(
+        self, fitted: FitResult, ids: Sequence[int], paths: Sequence[str],
+        progress: Progress = _no_progress,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities over fitted.class_ids, embeddings) for the given images. After a
+        fine-tune both come from the tuned network, so strategies see its features."""
+        if fitted.mode == "head":
+            features = self.embeddings(ids)
+            return fitted.model.predict_proba(features), features
+        from .finetune import predict_tuned
+
+        return predict_tuned(self, fitted.model, list(ids), list(paths), progress)
+
+
+def cpu_threads() -> int:
+    return max(1, os.cpu_count() or 1)

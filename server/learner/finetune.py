@@ -1,0 +1,110 @@
+"""Fine-tuning the whole timm network (the default with CUDA): light augmentation, mixed
+precision, class weights, early stopping on a held-out part of the labels."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from .backbone import create_backbone
+from .data import ImageFiles, autocast, make_loader, run_model, train_transform
+
+HOLDOUT = 0.15
+PATIENCE = 2
+
+
+def _split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    positions = np.arange(len(labels))
+    _, counts = np.unique(labels, return_counts=True)
+    stratify = labels if counts.min() >= 2 and len(labels) * HOLDOUT >= len(counts) else None
+    if len(labels) < 8:  # too few to hold any out: train on all, stop by epochs alone
+        return positions, positions[:0]
+    return train_test_split(positions, test_size=HOLDOUT, random_state=seed, stratify=stratify)
+
+
+def finetune(learner, paths: list[str], labels: np.ndarray, present: list[int], progress):
+    config = learner.config
+    device = config.resolved_device()
+    torch.manual_seed(config.seed)
+    model = create_backbone(config.backbone, config.checkpoint, config.pretrained,
+                            num_classes=len(present)).to(device)
+    column = {class_id: i for i, class_id in enumerate(present)}
+    targets = np.array([column[int(c)] for c in labels])
+    train_idx, val_idx = _split(targets, config.seed)
+    counts = np.bincount(targets[train_idx], minlength=len(present)).astype(np.float32)
+    weights = torch.tensor(len(train_idx) / (len(present) * np.maximum(counts, 1)), device=device)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    data_config = learner.data_config()
+    train_set = ImageFiles([paths[i] for i in train_idx],
+                           train_transform(config.input_size, data_config),
+                           config.max_pixels, config.input_size, targets[train_idx].tolist())
+    loader = make_loader(train_set, config.batch_size, config.workers, shuffle=True,
+                         seed=config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.startswith("cuda"))
+    best_loss, best_state, stale = float("inf"), None, 0
+    for epoch in range(config.epochs):
+        model.train()
+        for batch, _pos, ok, target in loader:
+            if not ok.any():
+                continue
+            batch, target = batch[ok].to(device), target[ok].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device):
+                loss = loss_fn(model(batch), target)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        progress((epoch + 1) / config.epochs, f"fine-tuning: epoch {epoch + 1} of {config.epochs}")
+        if len(val_idx) == 0:
+            continue
+        val_loss = _validation_loss(learner, model, [paths[i] for i in val_idx],
+                                    targets[val_idx], loss_fn)
+        if val_loss < best_loss - 1e-4:
+            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= PATIENCE:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval()
+
+
+def _validation_loss(learner, model, paths, targets, loss_fn) -> float:
+    logits_all: list[np.ndarray] = []
+
+    def sink(_ids, _features, logits):
+        logits_all.append(logits)
+
+    run_model(model, list(range(len(paths))), paths, learner.config, learner.data_config(),
+              sink, lambda *_: None, classifier=True)
+    logits = torch.tensor(np.concatenate(logits_all))
+    device_weight = loss_fn.weight.cpu() if loss_fn.weight is not None else None
+    return float(torch.nn.functional.cross_entropy(
+        logits, torch.tensor(targets[: len(logits)]), weight=device_weight
+    ))
+
+
+def predict_tuned(learner, model, ids: list[int], paths: list[str], progress):
+    """Probabilities and the tuned network's own pooled features, in one pass."""
+    rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def sink(batch_ids, features, logits):
+        probs = torch.softmax(torch.tensor(logits), dim=1).numpy()
+        for image_id, f, p in zip(batch_ids, features, probs):
+            rows[int(image_id)] = (f, p)
+
+    run_model(model, ids, paths, learner.config, learner.data_config(), sink, progress,
+              classifier=True)
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        from .core import LearnerError
+
+        raise LearnerError(f"{len(missing)} images could not be read for prediction")
+    features = np.stack([rows[i][0] for i in ids])
+    probs = np.stack([rows[i][1] for i in ids])
+    return probs, features

@@ -1,0 +1,132 @@
+"""One training round, start to end: snapshot the labels, embed, train, predict the pool,
+rank it with the project's strategy, publish the ranking. No Flask here: the worker (huey),
+the CLI and the benches call `run_round`."""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+import numpy as np
+
+from . import store
+from .config import Project
+from .learner import Learner, LearnerConfig, LearnerError
+from .store import rounds as round_store
+
+# A running round reports at least this often; silence longer than STALE means its worker died.
+STALE_SECONDS = 120
+
+
+def learner_config(project: Project) -> LearnerConfig:
+    config = project.config
+    return LearnerConfig(
+        backbone=config.backbone,
+        checkpoint=config.checkpoint or None,
+        pretrained=config.pretrained,
+        input_size=config.input_size,
+        batch_size=config.batch_size,
+        workers=config.loader_workers,
+        mode=config.training_mode,
+        device=config.device,
+        max_pixels=config.max_pixels,
+        seed=config.seed,
+    )
+
+
+def make_learner(project: Project) -> Learner:
+    return Learner(learner_config(project), project.cache_dir)
+
+
+class _Reporter:
+    """Maps each stage's own 0..1 progress into the round's overall progress."""
+
+    STAGES = {"embed": (0.0, 0.6), "fit": (0.6, 0.8), "predict": (0.8, 0.95), "rank": (0.95, 1.0)}
+
+    def __init__(self, db, round_id: int):
+        self.db, self.round_id, self.last = db, round_id, 0.0
+
+    def stage(self, name: str):
+        low, high = self.STAGES[name]
+
+        def report(fraction: float, message: str) -> None:
+            now = time.monotonic()
+            if now - self.last < 0.25 and fraction < 1.0:
+                return  # keep the database writes few
+            self.last = now
+            round_store.report_progress(self.db, self.round_id, low + (high - low) * fraction,
+                                        message)
+
+        return report
+
+
+def run_round(project: Project, round_id: int, learner: Learner | None = None) -> dict:
+    """Run a queued round. On any failure the round is marked failed with its reason and the
+    previous ranking keeps serving; the error is re-raised for the caller's log."""
+    db = store.connect(project.db_path)
+    started = time.monotonic()
+    try:
+        round_store.start_round(db, round_id)
+        row = round_store.get_round(db, round_id)
+        reporter = _Reporter(db, round_id)
+        learner = learner or make_learner(project)
+        import strategies
+
+        strategy = strategies.get_strategy(row["strategy"])
+        labeled = round_store.training_set(db)
+        pool = round_store.pool(db)
+        if not pool:
+            raise LearnerError("no unlabeled images are left to rank")
+        everything = labeled + pool
+        failed = set(learner.embed([r["id"] for r in everything], [r["path"] for r in everything],
+                                   reporter.stage("embed")))
+        labeled = [r for r in labeled if r["id"] not in failed]
+        pool = [r for r in pool if r["id"] not in failed]
+        reporter.stage("fit")(0.0, f"training on {len(labeled)} labels")
+        fitted = learner.fit([r["id"] for r in labeled], [r["path"] for r in labeled],
+                             [r["class_id"] for r in labeled], reporter.stage("fit"),
+                             pool_ids=[r["id"] for r in pool])
+        reporter.stage("predict")(0.0, f"predicting {len(pool)} images")
+        probs, embeddings = learner.predict_proba(
+            fitted, [r["id"] for r in pool], [r["path"] for r in pool], reporter.stage("predict")
+        )
+        reporter.stage("rank")(0.0, f"ranking with {row['strategy']}")
+        rng = np.random.default_rng([project.config.seed, round_id])
+        order, scores = strategy(probs, embeddings, len(pool), rng)
+        summary = publish(db, round_id, pool, fitted, probs, order, scores, started)
+        if failed:
+            summary["unreadable"] = len(failed)
+        return summary
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, (LearnerError, store.StoreError, KeyError)) else (
+            f"{type(exc).__name__}: {exc}"
+        )
+        round_store.fail_round(db, round_id, message)
+        if not isinstance(exc, (LearnerError, KeyError)):
+            traceback.print_exc()
+        raise
+    finally:
+        db.conn.close()
+
+
+def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray,
+            order: np.ndarray, scores: np.ndarray, started: float) -> dict:
+    ids = np.array([r["id"] for r in pool], dtype=np.int64)
+    columns = np.asarray(fitted.class_ids)
+    ranks = np.empty(len(pool), dtype=np.int64)
+    ranks[order] = np.arange(len(order))
+    full_scores = np.zeros(len(pool))
+    full_scores[order] = scores
+    classes = {c["id"]: c["name"] for c in store.classes(db)}
+    summary = {
+        "labels_used": fitted.labels_used,
+        "accuracy": fitted.cv_accuracy,
+        "per_class": {classes[c]: a for c, a in fitted.per_class_accuracy.items()},
+        "mode": fitted.mode,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    round_store.publish_round(
+        db, round_id, ids, columns[probs.argmax(axis=1)], probs.max(axis=1), full_scores,
+        ranks, summary,
+    )
+    return summary

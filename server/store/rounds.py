@@ -1,0 +1,210 @@
+"""Training rounds: the job rows, what a round trains on and ranks, and publishing its
+ranking to the queue in one transaction."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from sqlite_utils import Database
+
+from .connection import StoreError, now_iso, write
+
+# Images no round has ranked come after every ranked one, in their seeded shuffle order.
+UNRANKED = 1e9
+KEY_SCALE = float(2**56)
+
+ACTIVE = ("queued", "running")
+
+
+def unranked_priority(shuffle_key: int) -> float:
+    return UNRANKED + shuffle_key / KEY_SCALE
+
+
+def create_round(db: Database, strategy: str, requested_by: int | None) -> int:
+    """Queue a round, unless one is already queued or running: then that one's id."""
+    with write(db):
+        active = active_round(db)
+        if active:
+            return active["id"]
+        cursor = db.execute(
+            "INSERT INTO rounds (status, strategy, requested_by, created_at, progress, message)"
+            " VALUES ('queued', ?, ?, ?, 0, 'waiting for the worker')",
+            [strategy, requested_by, now_iso()],
+        )
+    return cursor.lastrowid
+
+
+def active_round(db: Database) -> dict | None:
+    rows = list(db.query(
+        "SELECT * FROM rounds WHERE status IN ('queued', 'running') ORDER BY id LIMIT 1"
+    ))
+    return rows[0] if rows else None
+
+
+def get_round(db: Database, round_id: int) -> dict | None:
+    rows = list(db.query("SELECT * FROM rounds WHERE id = ?", [round_id]))
+    return rows[0] if rows else None
+
+
+def list_rounds(db: Database, limit: int = 50) -> list[dict]:
+    return list(db.query("SELECT * FROM rounds ORDER BY id DESC LIMIT ?", [limit]))
+
+
+def last_done_round(db: Database) -> dict | None:
+    rows = list(db.query("SELECT * FROM rounds WHERE status = 'done' ORDER BY id DESC LIMIT 1"))
+    return rows[0] if rows else None
+
+
+def start_round(db: Database, round_id: int) -> None:
+    with write(db):
+        row = get_round(db, round_id)
+        if row is None:
+            raise StoreError(f"no round {round_id}")
+        if row["status"] != "queued":
+            raise StoreError(f"round {round_id} is {row['status']}, not queued")
+        db.execute(
+            "UPDATE rounds SET status = 'running', started_at = ?, heartbeat = ?, progress = 0,"
+            " message = 'starting' WHERE id = ?",
+            [now_iso(), time.time(), round_id],
+        )
+
+
+def report_progress(db: Database, round_id: int, progress: float, message: str) -> None:
+    with write(db):
+        db.execute(
+            "UPDATE rounds SET progress = ?, message = ?, heartbeat = ? WHERE id = ?"
+            " AND status = 'running'",
+            [max(0.0, min(1.0, progress)), message, time.time(), round_id],
+        )
+
+
+def fail_round(db: Database, round_id: int, error: str) -> None:
+    """Mark a round failed. The queue is untouched: the previous ranking keeps serving."""
+    with write(db):
+        db.execute(
+            "UPDATE rounds SET status = 'failed', error = ?, finished_at = ?, message = 'failed'"
+            " WHERE id = ? AND status IN ('queued', 'running')",
+            [error, now_iso(), round_id],
+        )
+
+
+def fail_stale_rounds(db: Database, stale_seconds: float) -> list[int]:
+    """Rounds marked running whose worker stopped reporting (killed, crashed)."""
+    cutoff = time.time() - stale_seconds
+    with write(db):
+        ids = [r[0] for r in db.execute(
+            "SELECT id FROM rounds WHERE status = 'running' AND coalesce(heartbeat, 0) < ?",
+            [cutoff],
+        )]
+        for round_id in ids:
+            db.execute(
+                "UPDATE rounds SET status = 'failed', finished_at = ?, message = 'failed',"
+                " error = 'the worker stopped while running this round (killed or crashed);"
+                " the previous ranking is still serving' WHERE id = ?",
+                [now_iso(), round_id],
+            )
+    return ids
+
+
+def training_set(db: Database) -> list[dict]:
+    """Labeled images and their label (the latest label until consensus lands)."""
+    return list(db.query(
+        "SELECT i.id, i.path, s.class_id FROM image_state s JOIN images i ON i.id = s.image_id"
+        " WHERE s.status = 'labeled' ORDER BY i.id"
+    ))
+
+
+def pool(db: Database) -> list[dict]:
+    """Images still waiting for votes: the ones a round ranks."""
+    return list(db.query(
+        "SELECT i.id, i.path FROM queue q JOIN images i ON i.id = q.image_id ORDER BY i.id"
+    ))
+
+
+def publish_round(
+    db: Database,
+    round_id: int,
+    image_ids: np.ndarray,
+    class_ids: np.ndarray,
+    confidence: np.ndarray,
+    scores: np.ndarray,
+    ranks: np.ndarray,
+    summary: dict,
+) -> None:
+    """Store the round's predictions and switch the queue to its ranking, all in one
+    transaction: annotators see either the old order or the new one, never a mix."""
+    rows = zip(
+        (int(round_id) for _ in range(len(image_ids))),
+        image_ids.tolist(), class_ids.tolist(), confidence.tolist(), scores.tolist(),
+        ranks.tolist(),
+    )
+    with write(db):
+        row = get_round(db, round_id)
+        if row is None or row["status"] != "running":
+            raise StoreError(f"round {round_id} is not running; its results are dropped")
+        db.conn.executemany(
+            "INSERT INTO predictions (round_id, image_id, class_id, confidence, score, rank)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        db.execute(
+            "UPDATE queue SET priority = coalesce((SELECT p.rank FROM predictions p"
+            "  WHERE p.round_id = ? AND p.image_id = queue.image_id),"
+            " (SELECT ? + i.shuffle_key / ? FROM images i WHERE i.id = queue.image_id))",
+            [round_id, UNRANKED, KEY_SCALE],
+        )
+        db.execute(
+            "UPDATE rounds SET status = 'done', finished_at = ?, progress = 1, message = 'done',"
+            " labels_used = ?, pool_size = ?, accuracy = ?, per_class = ?, mode = ?,"
+            " seconds = ? WHERE id = ?",
+            [
+                now_iso(), summary["labels_used"], len(image_ids), summary.get("accuracy"),
+                json.dumps(summary.get("per_class", {})), summary.get("mode"),
+                summary.get("seconds"), round_id,
+            ],
+        )
+
+
+def queue_priority(db: Database, image_id: int) -> float:
+    """Where an image returning to the queue goes: its rank in the latest round, else
+    after every ranked image."""
+    row = db.execute(
+        "SELECT p.rank FROM predictions p WHERE p.image_id = ? AND p.round_id ="
+        " (SELECT max(id) FROM rounds WHERE status = 'done')",
+        [image_id],
+    ).fetchone()
+    if row is not None:
+        return float(row[0])
+    key = db.execute("SELECT shuffle_key FROM images WHERE id = ?", [image_id]).fetchone()[0]
+    return unranked_priority(key)
+
+
+def latest_prediction(db: Database, image_id: int) -> dict | None:
+    """The latest finished round's guess for an image, for the labeling card."""
+    rows = list(db.query(
+        "SELECT p.class_id, p.confidence, p.round_id, c.name AS class_name FROM predictions p"
+        " JOIN classes c ON c.id = p.class_id WHERE p.image_id = ? AND p.round_id ="
+        " (SELECT max(id) FROM rounds WHERE status = 'done')",
+        [image_id],
+    ))
+    return rows[0] if rows else None
+
+
+def labels_since_last_round(db: Database) -> int:
+    """Labels given since the latest round was queued: what triggers automatic retraining."""
+    last = db.execute("SELECT max(created_at) FROM rounds").fetchone()[0] or ""
+    return db.execute(
+        "SELECT count(*) FROM annotations WHERE kind = 'label' AND created_at > ?", [last]
+    ).fetchone()[0]
+
+
+def round_predictions(db: Database, round_id: int) -> list[dict]:
+    """Every prediction of a round, best-ranked first, with the image's file and class name."""
+    return list(db.query(
+        "SELECT p.image_id, i.rel_path AS file, c.name AS predicted, p.confidence, p.score,"
+        " p.rank FROM predictions p JOIN images i ON i.id = p.image_id"
+        " JOIN classes c ON c.id = p.class_id WHERE p.round_id = ? ORDER BY p.rank",
+        [round_id],
+    ))

@@ -1,0 +1,115 @@
+"""Training rounds in the admin area: 'Retrain now', the progress fragment, the history."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+
+import strategies
+
+from ..jobs import enqueue_round
+from ..store import rounds as round_store
+from .auth import login_required
+from .context import get_db, get_project
+
+bp = Blueprint("rounds", __name__, url_prefix="/admin/rounds")
+
+
+def status_context() -> dict:
+    db = get_db()
+    active = round_store.active_round(db)
+    if active and active["status"] == "running":
+        from ..rounds import STALE_SECONDS
+
+        if round_store.fail_stale_rounds(db, STALE_SECONDS):
+            active = round_store.active_round(db)
+    latest = round_store.list_rounds(db, limit=1)
+    return {
+        "active": active,
+        "latest": latest[0] if latest else None,
+        "strategies": [(n, strategies.describe(n)) for n in strategies.names()],
+        "default_strategy": get_project().config.strategy,
+    }
+
+
+@bp.get("/status")
+@login_required("admin")
+def status():
+    return render_template("_round_status.html", **status_context())
+
+
+@bp.post("/")
+@login_required("admin")
+def retrain():
+    name = request.form.get("strategy", get_project().config.strategy)
+    if name not in strategies.names():
+        abort(400, f"Unknown strategy {name[:40]!r}; known: {', '.join(strategies.names())}.")
+    enqueue_round(get_project(), current_app.extensions["huey"], name, current_user.id)
+    if request.headers.get("HX-Request") == "true":
+        return render_template("_round_status.html", **status_context())
+    return redirect(url_for("rounds.history"))
+
+
+def learning_curve(rounds: list[dict]) -> list[dict]:
+    """Points (labels used, estimated accuracy) of finished rounds, oldest first, scaled
+    into a 0..1 box for the SVG plot."""
+    done = [r for r in reversed(rounds) if r["status"] == "done" and r["accuracy"] is not None]
+    if not done:
+        return []
+    most = max(r["labels_used"] for r in done) or 1
+    return [
+        {"x": r["labels_used"] / most, "y": r["accuracy"], "labels": r["labels_used"],
+         "accuracy": r["accuracy"], "id": r["id"]}
+        for r in done
+    ]
+
+
+@bp.get("/")
+@login_required("admin")
+def history():
+    rows = round_store.list_rounds(get_db(), limit=200)
+    for row in rows:
+        row["per_class_parsed"] = json.loads(row["per_class"]) if row["per_class"] else {}
+    return render_template(
+        "rounds.html", rounds=rows, curve=learning_curve(rows), **status_context()
+    )
+
+
+@bp.get("/latest.json")
+@login_required("admin")
+def latest_json():
+    """The newest round as JSON (for scripts such as `activelabel simulate`)."""
+    rows = round_store.list_rounds(get_db(), limit=1)
+    return jsonify(rows[0] if rows else {})
+
+
+@bp.get("/<int:round_id>/predictions.csv")
+@login_required("admin")
+def predictions_csv(round_id: int):
+    if round_store.get_round(get_db(), round_id) is None:
+        abort(404, f"No round {round_id}.")
+    rows = round_store.round_predictions(get_db(), round_id)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=["image_id", "file", "predicted", "confidence", "score", "rank"]
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(
+        buffer.getvalue(), mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="round-{round_id}.csv"'},
+    )

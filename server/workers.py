@@ -1,0 +1,34 @@
+"""Starting the round worker beside the web server, and stopping both together."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM if the server dies, even by kill -9."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the worker then outlives a killed server until stopped
+
+
+def start_worker_process(project: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server", "worker", str(Path(project).resolve())],
+        preexec_fn=_die_with_parent,
+    )
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks run (and stop the worker)."""
+
+    def handler(_signum, _frame):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handler)
