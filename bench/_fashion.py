@@ -24,7 +24,8 @@ def _idx(path: Path) -> np.ndarray:
 
 def load(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     prefix = "train" if split == "train" else "t10k"
-    images, labels = ROOT / f"{prefix}-images-idx3-ubyte.gz", ROOT / f"{prefix}-labels-idx1-ubyte.gz"
+    images = ROOT / f"{prefix}-images-idx3-ubyte.gz"
+    labels = ROOT / f"{prefix}-labels-idx1-ubyte.gz"
     if not images.exists():
         sys.exit(f"{images} is missing: apt-get install dataset-fashion-mnist")
     return _idx(images), _idx(labels).astype(np.int64)

@@ -26,7 +26,7 @@ from _fashion import load, write_pngs
 
 import strategies
 from server.learner import Learner, LearnerConfig
-from server.learner.head import HeadModel
+from server.learner.head import HeadModel, Projection
 
 CHECKPOINTS = (100, 200, 500, 1000, 2000)
 OUT = Path(__file__).resolve().parent / "out"
@@ -38,7 +38,9 @@ def embed_fashion(input_size: int, pool_size: int) -> tuple[np.ndarray, ...]:
     paths = write_pngs(train_x[:pool_size], OUT / "fashion" / "train", "train")
     paths += write_pngs(test_x, OUT / "fashion" / "test", "test")
     learner = Learner(LearnerConfig(input_size=input_size, workers=1), OUT / "cache")
-    ids = np.arange(1, len(paths) + 1)
+    # Fixed ids per image (train i -> i + 1, test j -> 100,001 + j): the cache is keyed by
+    # id, so runs with other pool sizes reuse it safely.
+    ids = np.concatenate([np.arange(1, pool_size + 1), np.arange(100_001, 100_001 + len(test_y))])
     started = time.perf_counter()
     learner.embed(ids, paths)
     print(f"embeddings ready in {time.perf_counter() - started:.0f} s "
@@ -56,8 +58,11 @@ def simulate(strategy: str, pool_x, pool_y, test_x, test_y, batch: int, budget: 
         rng.choice(np.flatnonzero(pool_y == c), 2, replace=False) for c in np.unique(pool_y)
     ])
     curve: dict[int, float] = {}
+    # A round fits the label-free projection on labeled + pool images: the same set every
+    # time here, so it is fitted once.
+    projection = Projection.fit(pool_x, seed)
     while True:
-        head = HeadModel.fit(pool_x[labeled], pool_y[labeled], unlabeled=pool_x, seed=seed)
+        head = HeadModel.fit(pool_x[labeled], pool_y[labeled], seed=seed, projection=projection)
         curve[len(labeled)] = float(np.mean(head.predict(test_x) == test_y))
         if len(labeled) >= budget:
             return curve
@@ -83,7 +88,9 @@ def main() -> None:
     parser.add_argument("--batches", default="20,100")
     parser.add_argument("--pool", type=int, default=20_000)
     parser.add_argument("--input-size", type=int, default=LearnerConfig().input_size)
-    parser.add_argument("--strategies", default=",".join(strategies.names()))
+    parser.add_argument("--strategies", default="random,margin,entropy,least_confidence,"
+                        + ",".join(n for n in strategies.names() if n not in
+                                   ("random", "margin", "entropy", "least_confidence")))
     args = parser.parse_args()
     pool_x, pool_y, test_x, test_y = embed_fashion(args.input_size, args.pool)
     ceiling_head = HeadModel.fit(pool_x, pool_y, unlabeled=pool_x, seed=0)

@@ -11,6 +11,7 @@ import click
 from sqlite_utils import Database
 
 from . import store
+from .cli_rounds import register as register_round_commands
 from .config import Project, ProjectError
 from .importer import ImportFailed, ImportReport
 from .store import ROLES
@@ -272,6 +273,4 @@ def _init_with_bar(root: Path, images: Path):
     return created["project"], report
 
 
-from .cli_rounds import register as _register_round_commands
-
-_register_round_commands(main)
+register_round_commands(main)

@@ -83,7 +83,7 @@ def _run_with_bar(project: Project, round_id: int, bar, state: dict) -> dict:
 
         try:
             return run_round(project, round_id)
-        except (LearnerError, KeyError) as exc:
+        except LearnerError as exc:
             raise click.ClickException(f"round {round_id} failed: {exc}") from exc
     finally:
         finished.set()
@@ -124,31 +124,75 @@ def strategies_cmd() -> None:
 @click.option("--strategy", default="margin,random", show_default=True,
               help="Strategy, or several separated by commas to compare.")
 @click.option("--test", "test_csv", default=None, type=click.Path(dir_okay=False),
-              help="CSV (file,label) of held-out test images; default: 30 %% of the oracle.")
+              help="CSV (file,label) of held-out test images; default: a seeded 30 %"
+                   " of the oracle.")
 @click.option("--out", default="simulation", show_default=True, type=click.Path(file_okay=False),
               help="Folder for learning_curve.csv/.png and the simulated projects.")
 def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
              test_csv: str | None, out: str) -> None:
-    """Simulated annotators label through the running product, retraining every batch."""
+    """Simulated annotators label a copy of PROJECT through the running product (its web
+    server and worker), retraining every batch; writes the learning curve on held-out
+    images as CSV and PNG. PROJECT itself is not changed."""
     import strategies
 
-    from .simulate import read_labels_csv, run_simulation, write_curves
+    from .simulate import (
+        SimulationError,
+        make_plan,
+        read_labels_csv,
+        run_simulation,
+        stopping_on_sigterm,
+        write_curves,
+    )
 
-    names = [s.strip() for s in strategy.split(",") if s.strip()]
-    for name in names:
-        strategies.get_strategy(name)
+    names = list(dict.fromkeys(s.strip() for s in strategy.split(",") if s.strip()))
+    if not names:
+        raise click.ClickException(
+            f"--strategy names no strategy; known: {', '.join(strategies.names())}")
+    unknown = [n for n in names if n not in strategies.names()]
+    if unknown:
+        raise click.ClickException(
+            f"unknown strategy {', '.join(map(repr, unknown))}; known strategies: "
+            + ", ".join(strategies.names()))
     if budget < 1 or batch < 1:
         raise click.ClickException("--budget and --batch must be positive")
-    source = Project.open(project)
-    truth = read_labels_csv(Path(oracle))
-    test = set(read_labels_csv(Path(test_csv))) if test_csv else None
-    out_dir = Path(out).resolve()
-    if out_dir.exists() and any(out_dir.iterdir()):
+    out_dir = Path(out).expanduser().resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise click.ClickException(f"{out_dir} is a file; --out needs a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
         raise click.ClickException(f"{out_dir} is not empty; choose another --out")
-    curves = [run_simulation(source, truth, test, name, budget, batch, out_dir, log=click.echo)
-              for name in names]
-    csv_path, png_path = write_curves(curves, out_dir)
+    source = Project.open(project)
+    if out_dir.is_relative_to(source.root):
+        raise click.ClickException("put --out outside the project folder")
+    try:
+        truth = read_labels_csv(Path(oracle))
+        test = read_labels_csv(Path(test_csv)) if test_csv else None
+        plan = make_plan(source, truth, test)
+    except SimulationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for note in plan.notes:
+        click.echo(f"Note: {note}")
+    click.echo(f"{plan.images} images: {plan.trainable} can be labeled, {len(plan.test)} are"
+               " held out for testing" + (f" ({Path(test_csv).name})" if test_csv else
+                                            " (30 % of the oracle, seeded)"))
+    if budget > plan.trainable:
+        click.echo(f"Note: --budget {budget} is more than the {plan.trainable} images that"
+                   " can be labeled; the curve stops there")
+    curves, copies = [], []
+    title = f"{source.config.name}: batch {batch}, {len(plan.test)} held-out images"
+    try:
+        with stopping_on_sigterm():
+            for name in names:
+                curve, copy = run_simulation(source, plan, name, budget, batch, out_dir,
+                                             embedding_sources=copies, log=click.echo)
+                curves.append(curve)
+                copies.append(copy)
+        csv_path, png_path = write_curves(curves, out_dir, title)
+    except SimulationError as exc:
+        if curves:
+            write_curves(curves, out_dir, title)
+        raise click.ClickException(str(exc)) from exc
     for curve in curves:
-        final = f"{curve.points[-1][1]:.3f}" if curve.points else "n/a"
-        click.echo(f"{curve.strategy}: final test accuracy {final} at {budget} labels")
+        final = (f"{curve.points[-1].accuracy:.3f} at {curve.points[-1].labels} labels"
+                 if curve.points else "n/a (no round trained)")
+        click.echo(f"{curve.strategy}: final test accuracy {final}")
     click.echo(f"Wrote {csv_path} and {png_path}")

@@ -7,24 +7,39 @@ the same way in the web process (which enqueues) and the worker (which runs them
 
 from __future__ import annotations
 
+import logging
+
 from huey import RedisHuey, SqliteHuey
 
 from .config import Project
 
+log = logging.getLogger("activelabel.jobs")
+
 
 def make_huey(project: Project):
     name = f"activelabel-{project.root.name}"
+    # results=False: nobody reads a task's return value (the round's row holds its outcome),
+    # and huey would keep every one of them in its store.
     if project.config.redis_url:
-        huey = RedisHuey(name, url=project.config.redis_url)
+        huey = RedisHuey(name, url=project.config.redis_url, results=False)
     else:
-        huey = SqliteHuey(name, filename=str(project.root / "jobs.db"))
+        huey = SqliteHuey(name, filename=str(project.root / "jobs.db"), results=False)
     root = str(project.root)
 
     @huey.task(name="run_round")
-    def run_round_task(round_id: int) -> dict:
+    def run_round_task(round_id: int) -> None:
+        from .learner import LearnerError
         from .rounds import run_round
+        from .store import StoreError
 
-        return run_round(Project.open(root), round_id)
+        try:
+            summary = run_round(Project.open(root), round_id)
+        except (LearnerError, StoreError) as exc:
+            # Expected (too few classes, a duplicate job...): the round row says why; a
+            # line in the log is enough, not huey's traceback.
+            log.warning("round %s: %s", round_id, exc)
+        else:
+            log.info("round %s done: %s", round_id, summary)
 
     huey.run_round = run_round_task
     return huey
@@ -37,14 +52,24 @@ def enqueue_round(project: Project, huey, strategy: str, requested_by: int | Non
 
     db = store.connect(project.db_path)
     try:
-        active = round_store.active_round(db)
-        if active:
-            return active["id"]
-        round_id = round_store.create_round(db, strategy, requested_by)
+        round_id, created = round_store.queue_round(db, strategy, requested_by)
+        if created:
+            _send(huey, db, round_id)
     finally:
         db.conn.close()
-    huey.run_round(round_id)
     return round_id
+
+
+def _send(huey, db, round_id: int) -> None:
+    """Hand the round to the queue. If that fails (Redis down, jobs.db unwritable) the
+    round is marked failed: left 'queued' it would block every later round."""
+    from .store import rounds as round_store
+
+    try:
+        huey.run_round(round_id)
+    except Exception as exc:
+        round_store.fail_round(db, round_id, f"could not queue the job: {exc}")
+        raise
 
 
 def maybe_auto_retrain(project: Project, huey, db) -> int | None:
@@ -73,4 +98,7 @@ def run_worker(project: Project, workers: int = 1) -> None:
     # with Redis other machines may be working, so only silent rounds count.
     round_store.fail_stale_rounds(db, STALE_SECONDS if project.config.redis_url else 0)
     db.conn.close()
-    Consumer(make_huey(project), workers=workers, worker_type="thread").run()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # Poll at least once a second (huey's default backs off to 10 s when idle): a round
+    # asked for in the browser should start at once, and a poll of SQLite costs nothing.
+    Consumer(make_huey(project), workers=workers, worker_type="thread", max_delay=1.0).run()

@@ -4,17 +4,22 @@ the CLI and the benches call `run_round`."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 import time
 import traceback
 
 import numpy as np
+
+from strategies.registry import UnknownStrategy
 
 from . import store
 from .config import Project
 from .learner import Learner, LearnerConfig, LearnerError
 from .store import rounds as round_store
 
-# A running round reports at least this often; silence longer than STALE means its worker died.
+# A running round's heartbeat comes every STALE_SECONDS / 8; silence for longer than
+# STALE_SECONDS means its worker died.
 STALE_SECONDS = 120
 
 
@@ -60,21 +65,60 @@ class _Reporter:
         return report
 
 
+class _Heartbeat:
+    """Marks the round alive every few seconds from a thread, with its own connection,
+    whatever stage it is in: a long silent step (a big cross-validation, a slow batch on
+    a busy CPU) must not look like a dead worker to the web page (see STALE_SECONDS)."""
+
+    def __init__(self, db_path, round_id: int, every: float = STALE_SECONDS / 8):
+        self.db_path, self.round_id, self.every = db_path, round_id, every
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="round-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        db = store.connect(self.db_path, migrate=False)
+        try:
+            while not self.stopped.wait(self.every):
+                try:
+                    round_store.heartbeat(db, self.round_id)
+                except sqlite3.OperationalError:
+                    pass  # the database stayed locked past the busy timeout: beat next time
+        finally:
+            db.conn.close()
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
 def run_round(project: Project, round_id: int, learner: Learner | None = None) -> dict:
     """Run a queued round. On any failure the round is marked failed with its reason and the
-    previous ranking keeps serving; the error is re-raised for the caller's log."""
+    previous ranking keeps serving; the error is re-raised for the caller's log. A round
+    that is not queued (a duplicate job, or one marked failed meanwhile) is left alone:
+    StoreError."""
     db = store.connect(project.db_path)
-    started = time.monotonic()
     try:
         round_store.start_round(db, round_id)
+        with _Heartbeat(project.db_path, round_id):
+            return _run_started(db, project, round_id, learner)
+    finally:
+        db.conn.close()
+
+
+def _run_started(db, project: Project, round_id: int, learner: Learner | None) -> dict:
+    started = time.monotonic()
+    try:
         row = round_store.get_round(db, round_id)
         reporter = _Reporter(db, round_id)
-        learner = learner or make_learner(project)
         import strategies
 
         strategy = strategies.get_strategy(row["strategy"])
-        labeled = round_store.training_set(db)
-        pool = round_store.pool(db)
+        learner = learner or make_learner(project)
+        labeled, pool = round_store.snapshot(db)
         if not pool:
             raise LearnerError("no unlabeled images are left to rank")
         everything = labeled + pool
@@ -93,24 +137,18 @@ def run_round(project: Project, round_id: int, learner: Learner | None = None) -
         reporter.stage("rank")(0.0, f"ranking with {row['strategy']}")
         rng = np.random.default_rng([project.config.seed, round_id])
         order, scores = strategy(probs, embeddings, len(pool), rng)
-        summary = publish(db, round_id, pool, fitted, probs, order, scores, started)
-        if failed:
-            summary["unreadable"] = len(failed)
-        return summary
+        return publish(db, round_id, pool, fitted, probs, order, scores, started, len(failed))
     except Exception as exc:
-        message = str(exc) if isinstance(exc, (LearnerError, store.StoreError, KeyError)) else (
-            f"{type(exc).__name__}: {exc}"
-        )
-        round_store.fail_round(db, round_id, message)
-        if not isinstance(exc, (LearnerError, KeyError)):
+        expected = isinstance(exc, (LearnerError, store.StoreError, UnknownStrategy))
+        round_store.fail_round(db, round_id, str(exc) if expected else
+                               f"{type(exc).__name__}: {exc}")
+        if not expected:
             traceback.print_exc()
         raise
-    finally:
-        db.conn.close()
 
 
 def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray,
-            order: np.ndarray, scores: np.ndarray, started: float) -> dict:
+            order: np.ndarray, scores: np.ndarray, started: float, unreadable: int = 0) -> dict:
     ids = np.array([r["id"] for r in pool], dtype=np.int64)
     columns = np.asarray(fitted.class_ids)
     ranks = np.empty(len(pool), dtype=np.int64)
@@ -125,6 +163,9 @@ def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray,
         "mode": fitted.mode,
         "seconds": round(time.monotonic() - started, 2),
     }
+    if unreadable:
+        summary["unreadable"] = unreadable
+        summary["message"] = f"done; {unreadable} images could not be read and were left out"
     round_store.publish_round(
         db, round_id, ids, columns[probs.argmax(axis=1)], probs.max(axis=1), full_scores,
         ranks, summary,

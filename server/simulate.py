@@ -1,36 +1,53 @@
 """Simulated annotators that drive the real product over HTTP.
 
 `simulate` builds a fresh copy of a project (same images and classes, no labels, the
-embedding cache copied so nothing is embedded twice), starts `activelabel serve` and
-`activelabel worker` on it, then loops: an annotator labels a batch in the browser's way
+embedding cache copied so nothing is embedded twice), starts `activelabel serve --no-worker`
+and `activelabel worker` on it, then loops: an annotator labels a batch in the browser's way
 (GET /label, POST /label/<id>) answering from the oracle file; the admin presses 'Retrain
 now' and waits for the round; the round's predictions on held-out test images give the
 accuracy. The learning curve is written as CSV and PNG.
+
+Images are matched to oracle rows by their path relative to the folder they were imported
+from, else by their absolute path, else by their file name when that name is unique.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import hashlib
 import http.cookiejar
+import io
 import json
+import os
 import re
-import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import store
 from .config import Project
-from .projects import add_user, init_project
+from .projects import add_user
 
 TEST_SHARE = 0.3
+START_SECONDS = 120  # the server imports torch & co. before it answers
+ROUND_SECONDS = 3600  # one round, queued to done, on a slow CPU with a large pool
+STOP_SECONDS = 20
+LOG_TAIL = 2000
+# A round that fails for this reason (one class labeled so far) is expected early on.
+TOO_FEW_CLASSES = "at least two classes"
 
 
 class SimulationError(Exception):
@@ -38,19 +55,159 @@ class SimulationError(Exception):
 
 
 def read_labels_csv(path: Path) -> dict[str, str]:
-    """file (relative path or name) -> label, from a CSV with columns file,label."""
-    with Path(path).open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-            raise SimulationError(f"{path} needs the columns file,label")
-        return {row["file"]: row["label"] for row in reader}
+    """file (relative path, absolute path or name) -> label, from a CSV with columns
+    file,label. Rows with an empty label are left out."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            fields = {(f or "").strip() for f in reader.fieldnames or []}
+            if not {"file", "label"} <= fields:
+                raise SimulationError(
+                    f"{path} needs a header row with the columns file,label"
+                    f" (found: {', '.join(sorted(fields)) or 'nothing'})"
+                )
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()}
+                    for row in reader]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SimulationError(f"cannot read {path}: {exc}") from exc
+    except csv.Error as exc:
+        raise SimulationError(f"{path} is not a valid CSV file: {exc}") from exc
+    return {row["file"]: row["label"] for row in rows if row["file"] and row["label"]}
 
 
-def held_out(files: list[str], seed: int) -> set[str]:
-    """A seeded TEST_SHARE of the files, by hash, when no test file is given."""
+def held_out(files: Iterable[str], seed: int) -> set[str]:
+    """A seeded TEST_SHARE of the files, by hash of the seed and the name."""
     def key(name: str) -> float:
         return int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()[:8], 16) / 16**8
     return {f for f in files if key(f) < TEST_SHARE}
+
+
+def _examples(items: Iterable[str], limit: int = 5) -> str:
+    items = sorted(items)
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+@dataclass
+class Plan:
+    """What the simulated annotators know, keyed by image content (sha256), which stays
+    the same in the copy while image ids may not."""
+
+    truth: dict[str, str]  # sha256 -> true label, for every image that has one
+    test: set[str]  # sha256 of the held-out images that have a label (scored, never labeled)
+    images: int
+    notes: list[str] = field(default_factory=list)  # what was left out, for the person
+
+    @property
+    def trainable(self) -> int:
+        return len(set(self.truth) - self.test)
+
+
+class _Matcher:
+    """Finds an image of the project for a `file` entry of a CSV."""
+
+    def __init__(self, images: list[dict]):
+        self.by_rel = {}
+        self.by_path = {}
+        by_name: dict[str, list[str]] = {}
+        for image in images:
+            self.by_rel.setdefault(image["rel_path"], image["sha256"])
+            self.by_path[image["path"]] = image["sha256"]
+            by_name.setdefault(Path(image["rel_path"]).name, []).append(image["sha256"])
+        self.by_name = {name: shas[0] for name, shas in by_name.items() if len(shas) == 1}
+        self.ambiguous = {name for name, shas in by_name.items() if len(shas) > 1}
+
+    def find(self, entry: str) -> str | None:
+        entry = entry.replace("\\", "/")
+        tries = ((entry, self.by_rel), (entry, self.by_path),
+                 (entry.removeprefix("./"), self.by_rel), (Path(entry).name, self.by_name))
+        for key, table in tries:
+            if key in table:
+                return table[key]
+        return None
+
+    def match(self, labels: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+        """(sha256 -> label, entries that name no image)."""
+        found, unknown = {}, []
+        for entry, label in labels.items():
+            sha = self.find(entry)
+            if sha is None:
+                unknown.append(entry)
+            else:
+                found[sha] = label
+        return found, unknown
+
+
+def source_images(project: Project) -> list[dict]:
+    db = store.connect(project.db_path, migrate=False)
+    try:
+        return list(db.query(
+            "SELECT id, sha256, path, rel_path, width, height, format, mode, bytes"
+            " FROM images ORDER BY id"
+        ))
+    finally:
+        db.conn.close()
+
+
+def source_classes(project: Project) -> list[str]:
+    db = store.connect(project.db_path, migrate=False)
+    try:
+        return [c["name"] for c in store.classes(db)]
+    finally:
+        db.conn.close()
+
+
+def make_plan(source: Project, oracle: dict[str, str],
+              test_labels: dict[str, str] | None = None) -> Plan:
+    """Match the oracle (and the test file, if any) to the project's images; say what
+    could not be used. The test file's labels win over the oracle's for its images."""
+    images = source_images(source)
+    if not images:
+        raise SimulationError(f"{source.root} has no images")
+    matcher = _Matcher(images)
+    truth, unknown = matcher.match(oracle)
+    notes = []
+    if not truth:
+        raise SimulationError(
+            "no row of the oracle file names an image of the project (its file column is"
+            " matched to the image paths relative to the imported folder, or to file names);"
+            f" e.g. {_examples(oracle, 3)}"
+        )
+    if unknown:
+        notes.append(f"{len(unknown)} oracle rows name no image of the project and are"
+                     f" ignored: {_examples(unknown)}")
+    if test_labels is not None:
+        test_truth, test_unknown = matcher.match(test_labels)
+        if test_unknown:
+            notes.append(f"{len(test_unknown)} rows of the test file name no image of the"
+                         f" project and are ignored: {_examples(test_unknown)}")
+        truth.update(test_truth)
+        test = set(test_truth)
+    else:
+        rel = {image["sha256"]: image["rel_path"] for image in images}
+        chosen = held_out((rel[sha] for sha in truth), source.config.seed)
+        test = {sha for sha in truth if rel[sha] in chosen}
+    classes = set(source_classes(source))
+    strange = {label for label in truth.values() if label not in classes}
+    if strange:
+        raise SimulationError(
+            f"the oracle uses labels that are not classes of the project: {_examples(strange)}"
+            f" (classes: {', '.join(sorted(classes))})"
+        )
+    without = [image["rel_path"] for image in images if image["sha256"] not in truth]
+    if without:
+        notes.append(f"{len(without)} images have no label in the oracle; the simulated"
+                     f" annotator skips them: {_examples(without)}")
+    if matcher.ambiguous:
+        notes.append(f"{len(matcher.ambiguous)} file names occur in several folders and are"
+                     " matched only by their relative path")
+    plan = Plan(truth, test, len(images), notes)
+    if not plan.test:
+        raise SimulationError("no held-out test images: the accuracy cannot be measured")
+    if not plan.trainable:
+        raise SimulationError("every labeled image is held out for testing: nothing to label")
+    return plan
 
 
 class Browser:
@@ -63,35 +220,50 @@ class Browser:
         )
         self.token = ""
 
-    def request(self, path: str, data: dict | None = None, htmx: bool = False) -> str:
+    def request(self, path: str, data: dict | None = None, htmx: bool = False,
+                timeout: float = 600) -> str:
         headers = {"X-CSRFToken": self.token} if data is not None else {}
         if htmx:
             headers["HX-Request"] = "true"
         body = urllib.parse.urlencode(data).encode() if data is not None else None
         req = urllib.request.Request(self.base + path, data=body, headers=headers)
         try:
-            with self.opener.open(req, timeout=600) as response:
+            with self.opener.open(req, timeout=timeout) as response:
                 text = response.read().decode("utf-8")
         except urllib.error.HTTPError as exc:
-            raise SimulationError(
-                f"{path}: HTTP {exc.code}: {exc.read().decode('utf-8', 'replace')[:300]}"
-            ) from exc
+            detail = re.sub(r"<[^>]+>", " ", exc.read().decode("utf-8", "replace"))
+            detail = " ".join(detail.split())[:300]
+            raise SimulationError(f"{path}: HTTP {exc.code}: {detail}") from exc
         match = re.search(r'name="csrf-token" content="([^"]+)"', text)
         if match:
             self.token = match.group(1)
         return text
 
     def login(self, name: str, password: str) -> None:
+        """Log in through the form; the answer is the page the login redirects to (the
+        admin page, or the labeling page). No other page is opened: an admin opening
+        /label would hold images away from the annotator."""
         self.request("/login")
-        self.request("/login", {"name": name, "password": password, "csrf_token": self.token})
-        if "Log out" not in self.request("/label"):
+        page = self.request(
+            "/login", {"name": name, "password": password, "csrf_token": self.token}
+        )
+        if "Log out" not in page:
             raise SimulationError(f"could not log in as {name}")
+
+
+@dataclass
+class Point:
+    labels: int
+    accuracy: float  # on the held-out test images
+    round_id: int
+    cv_accuracy: float | None  # the round's own cross-validated estimate
+    scored: int  # test images scored
 
 
 @dataclass
 class Curve:
     strategy: str
-    points: list[tuple[int, float]] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
 
 
 def _free_port() -> int:
@@ -100,82 +272,228 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_until_up(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
+def _tail(path: Path, size: int = LOG_TAIL) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - size))
+            text = handle.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return "(no log)"
+    return text or "(empty log)"
+
+
+class _Processes:
+    """The server and worker subprocesses, their logs, and stopping them whatever happens."""
+
+    def __init__(self, project: Project, port: int):
+        self.project, self.port = project, port
+        self.logs = {"server": project.root / "server.log", "worker": project.root / "worker.log"}
+        self.running: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        from .workers import _die_with_parent
+
+        command = [sys.executable, "-m", "server"]
+        args = {
+            "server": ["serve", str(self.project.root), "--host", "127.0.0.1",
+                       "--port", str(self.port), "--threads", "4", "--no-worker"],
+            "worker": ["worker", str(self.project.root)],
+        }
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for name in ("server", "worker"):
+            with self.logs[name].open("wb") as log:
+                self.running[name] = subprocess.Popen(
+                    command + args[name], stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent,
+                )
+
+    def dead(self) -> str | None:
+        """A message naming a process that stopped, with its log's tail; else None."""
+        for name, process in self.running.items():
+            if process.poll() is not None:
+                return self.stopped(name)
+        return None
+
+    def stopped(self, name: str) -> str:
+        code = self.running[name].poll()
+        how = f"exited with status {code}" if code is not None else "is running"
+        return (f"the {name} process {how}; the end of its log {self.logs[name]}:\n"
+                f"{_tail(self.logs[name])}")
+
+    def stop(self) -> None:
+        for process in self.running.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.running.values():
+            try:
+                process.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
+def stopping_on_sigterm() -> Iterator[None]:
+    """SIGTERM raises SystemExit while inside, so `finally` blocks stop the subprocesses
+    (they also get SIGTERM if this process dies without cleaning up, see
+    workers._die_with_parent)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum, _frame):
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_until_up(url: str, processes: _Processes, seconds: float = START_SECONDS) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SimulationError("the server stopped while starting")
+        problem = processes.dead()
+        if problem:
+            raise SimulationError(f"could not start: {problem}")
         try:
             with urllib.request.urlopen(url + "/login", timeout=2):
                 return
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.2)
-    raise SimulationError(f"the server at {url} did not answer within {seconds} s")
-
-
-def copy_project(source: Project, target: Path) -> Project:
-    """A fresh project over the same images and classes, no labels, embeddings reused."""
-    db = store.connect(source.db_path)
-    classes = [c["name"] for c in store.classes(db)]
-    db.conn.close()
-    project, _ = init_project(target, source.config.images, classes, seed=source.config.seed)
-    embeddings = source.cache_dir / "embeddings"
-    if embeddings.is_dir():
-        shutil.copytree(embeddings, project.cache_dir / "embeddings", dirs_exist_ok=True)
-    # Same model settings as the source.
-    config_text = (source.root / "activelabel.toml").read_text(encoding="utf-8")
-    (project.root / "activelabel.toml").write_text(
-        config_text.replace(f'name = "{source.config.name}"', f'name = "{project.config.name}"'),
-        encoding="utf-8",
+    raise SimulationError(
+        f"the server at {url} did not answer within {seconds:.0f} s; "
+        + processes.stopped("server")
     )
-    return Project.open(project.root)
+
+
+def copy_embeddings(from_images: dict[str, int], from_cache: Path,
+                    to_images: dict[str, int], to_cache: Path) -> int:
+    """Copy embedding rows between two projects' caches, matching images by content
+    (sha256 -> id in each). Reads the source's files without opening them for writing.
+    Returns the number of rows copied."""
+    from .learner.cache import EmbeddingCache
+
+    copied = 0
+    root = Path(from_cache) / "embeddings"
+    if not root.is_dir():
+        return 0
+    pairs = [(from_images[sha], new) for sha, new in to_images.items() if sha in from_images]
+    if not pairs:
+        return 0
+    old_ids, new_ids = (np.array(column, dtype=np.int64) for column in zip(*pairs))
+    for folder in sorted(p for p in root.iterdir() if (p / "meta.json").is_file()):
+        try:
+            dim = int(json.loads((folder / "meta.json").read_text())["dim"])
+            filled = np.fromfile(folder / "filled.u8", dtype=np.uint8)
+            vectors = np.memmap(folder / "vectors.f16", np.float16, "r",
+                                shape=(len(filled), dim))
+        except (OSError, ValueError, KeyError):
+            continue  # an empty or damaged cache: the round embeds what it needs
+        inside = old_ids < len(filled)
+        keep = np.zeros(len(old_ids), bool)
+        keep[inside] = filled[old_ids[inside]] == 1
+        if not keep.any():
+            continue
+        target = EmbeddingCache(Path(to_cache) / "embeddings" / folder.name, dim)
+        todo = np.isin(new_ids, target.missing(new_ids[keep]))
+        keep &= todo
+        target.put(new_ids[keep], np.asarray(vectors[old_ids[keep]]))
+        target.flush()
+        copied += int(keep.sum())
+    return copied
+
+
+def copy_project(source: Project, target: Path,
+                 embedding_sources: Iterable[Project] = ()) -> tuple[Project, dict[str, int]]:
+    """A fresh project over the same images and classes with no labels (even where the
+    source took labels from class folders), the same model settings, one vote per image,
+    no automatic rounds and its own job queue. Embeddings are copied from the source and
+    from `embedding_sources` (earlier copies). Returns the project and sha256 -> image id."""
+    config = dataclasses.replace(
+        source.config, name=target.name, votes_per_image=1, retrain_every=0, redis_url="",
+    )
+    project = Project.create(target, config)
+    images = source_images(source)
+    db = store.connect(project.db_path)
+    try:
+        store.add_classes(db, source_classes(source))
+        import_id = store.start_import(db, f"copy of {source.root}")
+        fresh = [{k: v for k, v in image.items() if k != "id"} for image in images]
+        new_ids = store.add_images(db, import_id, fresh, seed=config.seed, votes_needed=1)
+        store.finish_import(db, import_id, {"added": len(new_ids), "labeled": 0,
+                                            "duplicates": 0, "skipped": 0, "ignored": 0}, [])
+    finally:
+        db.conn.close()
+    ids = {image["sha256"]: new for image, new in zip(images, new_ids)}
+    for donor in [source, *embedding_sources]:
+        donor_ids = {image["sha256"]: image["id"] for image in source_images(donor)}
+        copy_embeddings(donor_ids, donor.cache_dir, ids, project.cache_dir)
+    return project, ids
 
 
 def run_simulation(
-    source: Project, oracle: dict[str, str], test_files: set[str] | None, strategy: str,
-    budget: int, batch: int, workdir: Path, log=print,
-) -> Curve:
-    project = copy_project(source, workdir / f"sim-{strategy}")
+    source: Project, plan: Plan, strategy: str, budget: int, batch: int, workdir: Path,
+    embedding_sources: Iterable[Project] = (), log: Callable[[str], None] = print,
+    round_seconds: float = ROUND_SECONDS,
+) -> tuple[Curve, Project]:
+    """Simulate one strategy on a fresh copy of `source` in workdir/sim-<strategy>.
+    Returns the learning curve and the copy (whose embeddings later copies can reuse)."""
+    project, ids = copy_project(source, Path(workdir) / f"sim-{strategy}", embedding_sources)
     passwords = {name: add_user(project, name, role) for name, role in
                  (("sim-admin", "admin"), ("sim-annotator", "annotator"))}
     db = store.connect(project.db_path)
-    files = {row["id"]: row["rel_path"] for row in db.query("SELECT id, rel_path FROM images")}
     class_ids = {c["name"]: c["id"] for c in store.classes(db)}
     db.conn.close()
-    by_name = {Path(f).name: label for f, label in oracle.items()}
-    truth = {i: oracle.get(rel, by_name.get(Path(rel).name)) for i, rel in files.items()}
-    if test_files is None:
-        test_files = held_out(sorted(files.values()), project.config.seed)
-    test_ids = {i for i, rel in files.items() if rel in test_files or Path(rel).name in test_files}
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "server"]
-    server = subprocess.Popen(command + ["serve", str(project.root), "--port", str(port),
-                                         "--no-worker"], stdout=subprocess.DEVNULL)
-    worker = subprocess.Popen(command + ["worker", str(project.root)], stdout=subprocess.DEVNULL)
+    truth = {ids[sha]: label for sha, label in plan.truth.items()}
+    test_ids = {ids[sha] for sha in plan.test}
+    processes = _Processes(project, _free_port())
+    url = f"http://127.0.0.1:{processes.port}"
     curve = Curve(strategy)
+    log(f"{strategy}: simulating on {project.root} ({url}; logs server.log, worker.log)")
     try:
-        _wait_until_up(url, server)
+        processes.start()
+        _wait_until_up(url, processes)
         annotator, admin = Browser(url), Browser(url)
         annotator.login("sim-annotator", passwords["sim-annotator"])
         admin.login("sim-admin", passwords["sim-admin"])
         labeled = 0
         while labeled < budget:
-            labeled += _label_batch(annotator, min(batch, budget - labeled), truth, test_ids,
-                                    class_ids)
-            accuracy = _retrain(admin, strategy, truth, test_ids)
-            if accuracy is not None:
-                curve.points.append((labeled, accuracy))
-                log(f"{strategy}: {labeled} labels, test accuracy {accuracy:.3f}")
+            wanted = min(batch, budget - labeled)
+            done = _label_batch(annotator, wanted, truth, test_ids, class_ids)
+            labeled += done
+            if done == 0:
+                log(f"{strategy}: no image is left to label; stopping at {labeled} labels")
+                break
+            point = _retrain(admin, processes, strategy, truth, test_ids, round_seconds, log)
+            if point is not None:
+                if point.labels != labeled:
+                    log(f"{strategy}: note: the round trained on {point.labels} labels,"
+                        f" the annotator gave {labeled}")
+                point.labels = labeled
+                curve.points.append(point)
+                estimate = (f", its own estimate {point.cv_accuracy:.3f}"
+                            if point.cv_accuracy is not None else "")
+                log(f"{strategy}: {labeled} labels, test accuracy {point.accuracy:.3f}"
+                    f" on {point.scored} held-out images (round {point.round_id}{estimate})")
+            if done < wanted:
+                log(f"{strategy}: no image is left to label; stopping at {labeled} labels")
+                break
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SimulationError(
+            f"lost the server at {url} ({reason}); " + (processes.dead()
+                                                         or processes.stopped("server"))
+        ) from exc
     finally:
-        for process in (server, worker):
-            process.terminate()
-            process.wait(timeout=30)
-    return curve
+        processes.stop()
+    return curve, project
 
 
 def _label_batch(browser: Browser, count: int, truth: dict, test_ids: set, class_ids: dict) -> int:
-    """Answer `count` images from the oracle; held-out test images are skipped."""
+    """Answer up to `count` images from the oracle; held-out test images and images
+    without a true label are skipped. Returns the labels given."""
     done = 0
     page = browser.request("/label", htmx=True)
     while done < count:
@@ -193,47 +511,87 @@ def _label_batch(browser: Browser, count: int, truth: dict, test_ids: set, class
     return done
 
 
-def _retrain(browser: Browser, strategy: str, truth: dict, test_ids: set) -> float | None:
-    """Press 'Retrain now', wait for the round, score its predictions on the test images."""
-    browser.request("/admin/rounds/", {"strategy": strategy}, htmx=True)
+def _retrain(browser: Browser, processes: _Processes, strategy: str, truth: dict,
+             test_ids: set, seconds: float, log: Callable[[str], None]) -> Point | None:
+    """Press 'Retrain now', wait for the round, score its predictions on the test images.
+    None when the round could not train yet (labels in one class only)."""
+    answer = browser.request("/admin/rounds/", {"strategy": strategy}, htmx=True)
+    match = re.search(r"Round (\d+)", answer)
+    if not match:
+        raise SimulationError(f"'Retrain now' did not answer with a round: {answer[:300]}")
+    round_id = int(match.group(1))
+    deadline = time.monotonic() + seconds
     while True:
         status = browser.request("/admin/rounds/status", htmx=True)
         if "hx-get" not in status:  # the fragment stops polling when no round is active
             break
+        problem = processes.dead()
+        if problem:
+            raise SimulationError(f"round {round_id} cannot finish: {problem}")
+        if time.monotonic() > deadline:
+            raise SimulationError(f"round {round_id} did not finish within {seconds:.0f} s; "
+                                  + processes.stopped("worker"))
         time.sleep(0.3)
     latest = json.loads(browser.request("/admin/rounds/latest.json"))
+    if latest.get("id") != round_id:
+        raise SimulationError(f"expected round {round_id} to be the latest, got {latest}")
     if latest.get("status") != "done":
-        return None  # e.g. fewer than two classes labeled yet
-    rows = csv.DictReader(browser.request(f"/admin/rounds/{latest['id']}/predictions.csv")
-                          .splitlines())
-    scored = [(int(r["image_id"]), r["predicted"]) for r in rows if int(r["image_id"]) in test_ids]
+        error = latest.get("error") or "no reason given"
+        if TOO_FEW_CLASSES in error:
+            log(f"{strategy}: round {round_id} could not train yet: {error}")
+            return None
+        raise SimulationError(f"round {round_id} {latest.get('status')}: {error}; "
+                              + processes.stopped("worker"))
+    text = browser.request(f"/admin/rounds/{round_id}/predictions.csv")
+    scored = [(int(r["image_id"]), r["predicted"]) for r in csv.DictReader(io.StringIO(text))
+              if int(r["image_id"]) in test_ids]
     if not scored:
-        return None
-    return sum(truth[i] == predicted for i, predicted in scored) / len(scored)
+        raise SimulationError(f"round {round_id} predicted none of the held-out images")
+    if len(scored) < len(test_ids):
+        log(f"{strategy}: round {round_id} predicted {len(scored)} of {len(test_ids)}"
+            " held-out images (the others could not be read)")
+    accuracy = sum(truth[i] == predicted for i, predicted in scored) / len(scored)
+    return Point(int(latest.get("labels_used") or 0), accuracy, round_id,
+                 latest.get("accuracy"), len(scored))
 
 
-def write_curves(curves: list[Curve], out: Path) -> tuple[Path, Path]:
+def write_curves(curves: list[Curve], out: Path, title: str = "") -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "learning_curve.csv", out / "learning_curve.png"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["strategy", "labels", "test_accuracy"])
+        writer.writerow(["strategy", "labels", "test_accuracy", "test_images", "round",
+                         "estimated_accuracy"])
         for curve in curves:
-            writer.writerows((curve.strategy, n, f"{a:.4f}") for n, a in curve.points)
-    import matplotlib
+            writer.writerows(
+                (curve.strategy, p.labels, f"{p.accuracy:.4f}", p.scored, p.round_id,
+                 "" if p.cv_accuracy is None else f"{p.cv_accuracy:.4f}")
+                for p in curve.points
+            )
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise SimulationError(
+            f"wrote {csv_path}, but the plot needs matplotlib (pip install matplotlib)"
+        ) from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=110)
     for curve in curves:
         if curve.points:
-            xs, ys = zip(*curve.points)
-            axes.plot(xs, ys, marker="o", label=curve.strategy)
-    axes.set_xlabel("labels")
+            axes.plot([p.labels for p in curve.points], [p.accuracy for p in curve.points],
+                      marker="o", markersize=4, label=curve.strategy)
+    axes.set_xlabel("labels given")
     axes.set_ylabel("accuracy on held-out images")
+    axes.set_ylim(0, 1)
+    axes.set_xlim(left=0)
     axes.grid(alpha=0.3)
-    axes.legend()
+    if title:
+        axes.set_title(title, fontsize=10)
+    if any(curve.points for curve in curves):
+        axes.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(png_path)
     plt.close(figure)

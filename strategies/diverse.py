@@ -31,9 +31,14 @@ def query_cluster_margin(probs, embeddings, k: int, rng: np.random.Generator) ->
     if embeddings is None or n <= BATCH:
         return top_k(scores, k, rng)
     candidates, _ = top_k(scores, min(n, BATCH * CANDIDATES_PER_PICK), rng)
+    points = np.asarray(embeddings, dtype=np.float32)[candidates]
+    # Identical images have identical embeddings; k-means cannot make more clusters than
+    # there are distinct points (it warns and leaves clusters empty).
+    distinct = len(np.unique(points, axis=0))
     clusters = MiniBatchKMeans(
-        n_clusters=BATCH, n_init=1, random_state=int(rng.integers(2**31)), batch_size=1024
-    ).fit_predict(np.asarray(embeddings, dtype=np.float32)[candidates])
+        n_clusters=min(BATCH, distinct), n_init=1, random_state=int(rng.integers(2**31)),
+        batch_size=1024,
+    ).fit_predict(points)
     head = candidates[round_robin(clusters, scores[candidates])]
     rest = np.setdiff1d(np.arange(n), candidates, assume_unique=True)
     rest = rest[np.argsort(-scores[rest], kind="stable")]

@@ -4,7 +4,6 @@ functions on the probabilities our fitted model predicted."""
 from __future__ import annotations
 
 import numpy as np
-from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
 
 from .registry import Ranking, register
 
@@ -35,6 +34,10 @@ def top_k(scores: np.ndarray, k: int, rng: np.random.Generator) -> Ranking:
 
 def uncertainty_scores(name: str, probs: np.ndarray) -> np.ndarray:
     """Higher = more uncertain, for each of the three modAL measures."""
+    # Imported here, not at the top: modAL imports torch, and the web process imports
+    # this package (for the strategy picker) but must stay free of torch.
+    from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
+
     model, positions = _Predicted(probs), np.arange(len(probs))
     if name == "least_confidence":
         return classifier_uncertainty(model, positions)

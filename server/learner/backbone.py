@@ -7,14 +7,17 @@ the same order and shapes, under other names, so the entries are mapped by posit
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
 
+from .core import LearnerError
+
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
-class BackboneError(Exception):
+class BackboneError(LearnerError):
     """A backbone that cannot be built or whose weights do not fit."""
 
 
@@ -30,31 +33,73 @@ def _packaged_lite0_weights() -> dict[str, torch.Tensor]:
 
 
 def map_by_position(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> dict:
-    """Rename `source`'s entries to `model`'s, in order; fail loudly on any mismatch."""
+    """Rename `source`'s entries to `model`'s, in order; fail loudly on any mismatch, naming
+    the first entry that does not line up (a wrong network must never load silently)."""
     target = model.state_dict()
-    if len(source) != len(target):
-        raise BackboneError(
-            f"weights have {len(source)} entries, the model {len(target)}: not the same network"
-        )
     mapped = {}
-    for (src_name, tensor), (dst_name, expected) in zip(source.items(), target.items()):
+    for position, ((src_name, tensor), (dst_name, expected)) in enumerate(
+        zip(source.items(), target.items())
+    ):
         if tensor.shape != expected.shape:
             raise BackboneError(
-                f"weight {src_name} has shape {tuple(tensor.shape)} but the model's "
-                f"{dst_name} needs {tuple(expected.shape)}"
+                f"weight {src_name} (entry {position} of {len(source)}) has shape "
+                f"{tuple(tensor.shape)} but the model's {dst_name} (entry {position} of "
+                f"{len(target)}) needs {tuple(expected.shape)}"
             )
         mapped[dst_name] = tensor
+    if len(source) != len(target):
+        surplus, owner = (
+            (list(source)[len(target)], "the weights") if len(source) > len(target)
+            else (list(target)[len(source)], "the model")
+        )
+        raise BackboneError(
+            f"weights have {len(source)} entries, the model {len(target)}: not the same "
+            f"network ({surplus} in {owner} has no counterpart)"
+        )
     return mapped
 
 
 def _load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file or a torch checkpoint (possibly wrapped in
+    {'state_dict': ...} as training scripts save it)."""
     if not path.is_file():
         raise BackboneError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise BackboneError(f"cannot read checkpoint {path}: {exc}") from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise BackboneError(f"checkpoint {path} holds no state dict of tensors")
     return state
+
+
+def _fit_checkpoint(model: torch.nn.Module, state: dict, name: str, checkpoint: str) -> None:
+    """Load a checkpoint into `model`. Its classifier may differ (another number of classes,
+    or none): it is dropped, since only the features are used. Anything else that does not
+    fit (another architecture) is an error naming the entries."""
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or ""
+    prefixes = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str)
+                                       else classifier) if c)
+    state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(prefixes)}
+    wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if wrong or missing or unexpected:
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3]]
+        raise BackboneError(
+            f"checkpoint {checkpoint} does not fit {name}: wrong shapes {shapes},"
+            f" missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    model.load_state_dict(state, strict=False)
 
 
 def create_backbone(
@@ -69,25 +114,23 @@ def create_backbone(
     import timm
 
     if name not in timm.list_models() and name not in timm.list_pretrained():
-        raise BackboneError(f"unknown timm model {name!r}")
+        raise BackboneError(
+            f"unknown timm model {name!r}; `python -c 'import timm; print(timm.list_models())'`"
+            " lists the names"
+        )
     hub = pretrained and checkpoint is None and name != DEFAULT_BACKBONE
     try:
-        model = timm.create_model(name, pretrained=hub, num_classes=1000 if not hub else 0)
+        # Without hub weights keep timm's 1000-class head: the packaged weights include it
+        # (they are mapped entry by entry); reset_classifier below removes it.
+        model = timm.create_model(name, pretrained=hub, num_classes=0 if hub else 1000)
     except (RuntimeError, OSError) as exc:
         raise BackboneError(
             f"cannot fetch weights for {name!r} ({exc}); set `checkpoint` in activelabel.toml"
             " to a local file, or use the offline default efficientnet_lite0"
         ) from exc
-    if not hub:
-        if checkpoint:
-            state = _load_checkpoint(Path(checkpoint))
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if len(missing) > 2 or unexpected:  # the classifier may differ; nothing else
-                raise BackboneError(
-                    f"checkpoint {checkpoint} does not fit {name}: missing {missing[:5]},"
-                    f" unexpected {unexpected[:5]}"
-                )
-        elif pretrained and name == DEFAULT_BACKBONE:
-            model.load_state_dict(map_by_position(model, _packaged_lite0_weights()))
+    if checkpoint:
+        _fit_checkpoint(model, _load_checkpoint(Path(checkpoint)), name, checkpoint)
+    elif pretrained and name == DEFAULT_BACKBONE:
+        model.load_state_dict(map_by_position(model, _packaged_lite0_weights()))
     model.reset_classifier(num_classes)
     return model

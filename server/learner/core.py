@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,14 +89,20 @@ class Learner:
         return self._data_config
 
     def cache(self) -> EmbeddingCache:
-        name = f"{self.config.backbone}-{self.config.input_size}"
+        dim = self.backbone().num_features  # first: it reports a missing checkpoint clearly
+        name = f"{self.config.backbone}-{self.config.input_size}{self._weights_tag()}"
+        return EmbeddingCache(self.cache_root / "embeddings" / name, dim)
+
+    def _weights_tag(self) -> str:
+        """Which weights made the embeddings. A checkpoint is named by its file's stem plus
+        a hash of its path, size and time, so replacing the file starts a new cache instead
+        of mixing embeddings of two networks."""
         if self.config.checkpoint:
-            name += "-" + Path(self.config.checkpoint).stem
-        elif not self.config.pretrained:
-            name += "-random"
-        return EmbeddingCache(
-            self.cache_root / "embeddings" / name, self.backbone().num_features
-        )
+            path = Path(self.config.checkpoint).resolve()
+            stat = path.stat()
+            key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+            return f"-{path.stem}-{hashlib.sha1(key).hexdigest()[:8]}"
+        return "" if self.config.pretrained else "-random"
 
     # -- embedding ----------------------------------------------------------------------
     def embed(
@@ -132,7 +138,11 @@ class Learner:
         return failed
 
     def embeddings(self, ids: Sequence[int]) -> np.ndarray:
-        return self.cache().get(np.asarray(ids, dtype=np.int64))
+        """Cached embeddings of `ids`; embed() them first."""
+        try:
+            return self.cache().get(np.asarray(ids, dtype=np.int64))
+        except KeyError as exc:
+            raise LearnerError(f"{exc.args[0]}; embed them first") from None
 
     # -- fitting ------------------------------------------------------------------------
     def fit(
@@ -158,6 +168,9 @@ class Learner:
 
         features = self.embeddings(ids)
         unlabeled = self.embeddings(pool_ids) if pool_ids is not None and len(pool_ids) else None
+        # The estimate is the head's, on the frozen embeddings, in both modes: cross-validating
+        # a fine-tune would cost k more fine-tunes; the head's is a fair guide to
+        # the tuned net's.
         cv = cross_validate(features, labels, unlabeled, seed=self.config.seed)
         if mode == "head":
             model = HeadModel.fit(features, labels, unlabeled, seed=self.config.seed)
@@ -186,7 +199,3 @@ class Learner:
         from .finetune import predict_tuned
 
         return predict_tuned(self, fitted.model, list(ids), list(paths), progress)
-
-
-def cpu_threads() -> int:
-    return max(1, os.cpu_count() or 1)

@@ -71,14 +71,17 @@ class ImageFiles(Dataset):
 
 
 def make_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool = False,
-                seed: int = 0) -> DataLoader:
+                seed: int = 0, persistent: bool = False) -> DataLoader:
+    """Worker processes are spawned, not forked: a fork of a process that already runs
+    torch's thread pools can deadlock. `persistent` keeps them between passes (epochs),
+    since spawning one means importing torch again."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=workers,
-        persistent_workers=False,
+        persistent_workers=persistent and workers > 0,
         prefetch_factor=4 if workers > 0 else None,
         generator=generator,
         multiprocessing_context="spawn" if workers > 0 else None,
@@ -98,6 +101,30 @@ def features_and_logits(model: torch.nn.Module, batch: torch.Tensor, classifier:
     return pooled, logits
 
 
+def eval_loader(paths: Sequence[str], config, data_config: dict,
+                persistent: bool = False) -> DataLoader:
+    dataset = ImageFiles(paths, eval_transform(config.input_size, data_config),
+                         config.max_pixels, config.input_size)
+    return make_loader(dataset, config.batch_size, config.workers, persistent=persistent)
+
+
+def forward(model: torch.nn.Module, loader: DataLoader, device: str, classifier: bool):
+    """Yields (positions, ok, features, logits) per batch: positions index the loader's
+    dataset, ok marks the readable images, and features and logits (numpy) are for those
+    only (None when a batch has none)."""
+    model = model.to(device).eval()
+    with torch.inference_mode():
+        for batch, positions, ok, _labels in loader:
+            ok = ok.numpy().astype(bool)
+            if not ok.any():
+                yield positions.numpy(), ok, None, None
+                continue
+            with autocast(device):
+                pooled, logits = features_and_logits(model, batch[ok].to(device), classifier)
+            yield (positions.numpy(), ok, pooled.float().cpu().numpy(),
+                   None if logits is None else logits.float().cpu().numpy())
+
+
 def run_model(
     model: torch.nn.Module,
     ids: Sequence[int],
@@ -108,28 +135,17 @@ def run_model(
     progress: Callable[[float, str], None],
     classifier: bool,
 ) -> list[int]:
-    """Forward every image once; `sink(ids, features, logits)` gets each batch. Returns
-    the ids of files that could not be read."""
-    device = config.resolved_device()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    model = model.to(device).eval()
-    dataset = ImageFiles(paths, eval_transform(config.input_size, data_config),
-                         config.max_pixels, config.input_size)
-    loader = make_loader(dataset, config.batch_size, config.workers)
+    """Forward every image once; `sink(ids, features, logits)` gets each batch's readable
+    images. Returns the ids of files that could not be read."""
+    loader = eval_loader(paths, config, data_config)
     ids_array = np.asarray(ids, dtype=np.int64)
     failed: list[int] = []
     done = 0
-    with torch.inference_mode():
-        for batch, positions, ok, _labels in loader:
-            positions = positions.numpy()
-            ok = ok.numpy().astype(bool)
-            failed.extend(int(i) for i in ids_array[positions[~ok]])
-            with autocast(device):
-                pooled, logits = features_and_logits(model, batch.to(device), classifier)
-            pooled = pooled.float().cpu().numpy()
-            logits = None if logits is None else logits.float().cpu().numpy()
-            keep = ok
-            sink(ids_array[positions[keep]], pooled[keep], None if logits is None else logits[keep])
-            done += len(positions)
-            progress(done / len(dataset), f"embedded {done} of {len(dataset)} images")
+    for positions, ok, pooled, logits in forward(model, loader, config.resolved_device(),
+                                                 classifier):
+        failed.extend(int(i) for i in ids_array[positions[~ok]])
+        if ok.any():
+            sink(ids_array[positions[ok]], pooled, logits)
+        done += len(positions)
+        progress(done / len(paths), f"embedded {done} of {len(paths)} images")
     return failed

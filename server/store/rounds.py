@@ -24,16 +24,22 @@ def unranked_priority(shuffle_key: int) -> float:
 
 def create_round(db: Database, strategy: str, requested_by: int | None) -> int:
     """Queue a round, unless one is already queued or running: then that one's id."""
+    return queue_round(db, strategy, requested_by)[0]
+
+
+def queue_round(db: Database, strategy: str, requested_by: int | None) -> tuple[int, bool]:
+    """(round id, whether it is new): a round already queued or running is returned
+    instead of a second one, so two clicks on 'Retrain now' queue one job."""
     with write(db):
         active = active_round(db)
         if active:
-            return active["id"]
+            return active["id"], False
         cursor = db.execute(
             "INSERT INTO rounds (status, strategy, requested_by, created_at, progress, message)"
             " VALUES ('queued', ?, ?, ?, 0, 'waiting for the worker')",
             [strategy, requested_by, now_iso()],
         )
-    return cursor.lastrowid
+    return cursor.lastrowid, True
 
 
 def active_round(db: Database) -> dict | None:
@@ -80,6 +86,15 @@ def report_progress(db: Database, round_id: int, progress: float, message: str) 
         )
 
 
+def heartbeat(db: Database, round_id: int) -> None:
+    """The round's worker is alive (between progress reports)."""
+    with write(db):
+        db.execute(
+            "UPDATE rounds SET heartbeat = ? WHERE id = ? AND status = 'running'",
+            [time.time(), round_id],
+        )
+
+
 def fail_round(db: Database, round_id: int, error: str) -> None:
     """Mark a round failed. The queue is untouched: the previous ranking keeps serving."""
     with write(db):
@@ -101,8 +116,8 @@ def fail_stale_rounds(db: Database, stale_seconds: float) -> list[int]:
         for round_id in ids:
             db.execute(
                 "UPDATE rounds SET status = 'failed', finished_at = ?, message = 'failed',"
-                " error = 'the worker stopped while running this round (killed or crashed);"
-                " the previous ranking is still serving' WHERE id = ?",
+                " error = 'the worker stopped while running this round (killed or crashed)'"
+                " WHERE id = ?",
                 [now_iso(), round_id],
             )
     return ids
@@ -121,6 +136,13 @@ def pool(db: Database) -> list[dict]:
     return list(db.query(
         "SELECT i.id, i.path FROM queue q JOIN images i ON i.id = q.image_id ORDER BY i.id"
     ))
+
+
+def snapshot(db: Database) -> tuple[list[dict], list[dict]]:
+    """(training set, pool) as of one moment: read in one transaction, so a vote landing
+    between the two reads cannot leave its image in neither (or, undone, in both)."""
+    with write(db):
+        return training_set(db), pool(db)
 
 
 def publish_round(
@@ -156,11 +178,12 @@ def publish_round(
             [round_id, UNRANKED, KEY_SCALE],
         )
         db.execute(
-            "UPDATE rounds SET status = 'done', finished_at = ?, progress = 1, message = 'done',"
+            "UPDATE rounds SET status = 'done', finished_at = ?, progress = 1, message = ?,"
             " labels_used = ?, pool_size = ?, accuracy = ?, per_class = ?, mode = ?,"
             " seconds = ? WHERE id = ?",
             [
-                now_iso(), summary["labels_used"], len(image_ids), summary.get("accuracy"),
+                now_iso(), summary.get("message", "done"), summary["labels_used"],
+                len(image_ids), summary.get("accuracy"),
                 json.dumps(summary.get("per_class", {})), summary.get("mode"),
                 summary.get("seconds"), round_id,
             ],
@@ -193,10 +216,12 @@ def latest_prediction(db: Database, image_id: int) -> dict | None:
 
 
 def labels_since_last_round(db: Database) -> int:
-    """Labels given since the latest round was queued: what triggers automatic retraining."""
+    """Labels given since the latest round was queued, not counting undone ones: what
+    triggers automatic retraining."""
     last = db.execute("SELECT max(created_at) FROM rounds").fetchone()[0] or ""
     return db.execute(
-        "SELECT count(*) FROM annotations WHERE kind = 'label' AND created_at > ?", [last]
+        "SELECT count(*) FROM annotations a WHERE a.kind = 'label' AND a.created_at > ?"
+        " AND NOT EXISTS (SELECT 1 FROM annotations r WHERE r.retracts_id = a.id)", [last]
     ).fetchone()[0]
 
 

@@ -31,7 +31,8 @@ def show(image_id: int):
         try:
             render_copy(image["path"], cached, side, config.max_pixels)
         except ImageRejected as exc:
-            abort(404, f"Image {image_id} cannot be shown: its file is missing or unreadable ({exc}).")
+            abort(404, f"Image {image_id} cannot be shown: its file is missing or unreadable"
+                       f" ({exc}).")
     response = send_file(cached, mimetype="image/jpeg", max_age=30 * 86400, conditional=True)
     response.cache_control.private = True  # only logged-in users may see the images
     return response

@@ -41,6 +41,7 @@ def status_context() -> dict:
     return {
         "active": active,
         "latest": latest[0] if latest else None,
+        "serving": round_store.last_done_round(db),  # whose ranking the queue follows
         "strategies": [(n, strategies.describe(n)) for n in strategies.names()],
         "default_strategy": get_project().config.strategy,
     }

@@ -1,0 +1,92 @@
+"""How long one round takes with cached embeddings, end to end, at growing pool sizes.
+
+For each pool size: a real project database with that many images, 2,000 of them labeled
+(10 classes), synthetic 1,280-d float16 embeddings written to the learner's real cache (so
+nothing is decoded), then `run_round` exactly as the worker runs it: fit the head, predict
+the pool, rank it (margin), store predictions and switch the queue in one transaction.
+
+    python bench/round_latency.py [--sizes 20000,100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server import store  # noqa: E402
+from server.config import Project, ProjectConfig  # noqa: E402
+from server.rounds import make_learner, run_round  # noqa: E402
+from server.store import rounds as round_store  # noqa: E402
+
+LABELED = 2000
+CLASSES = 10
+DIM = 1280
+
+
+def build(root: Path, size: int, seed: int = 0) -> Project:
+    project = Project.create(root, ProjectConfig(name=f"pool{size}", strategy="margin"))
+    db = store.connect(project.db_path)
+    store.add_classes(db, [f"c{i}" for i in range(CLASSES)])
+    class_ids = [c["id"] for c in store.classes(db)]
+    import_id = store.start_import(db, "synthetic")
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, CLASSES, size)
+    for start in range(0, size, 50_000):
+        rows = [{"sha256": f"{i:064x}", "path": f"/nonexistent/{i}.png", "rel_path": f"{i}.png",
+                 "width": 64, "height": 64, "format": "PNG", "mode": "L", "bytes": 1,
+                 "class_id": class_ids[truth[i]] if i < LABELED else None}
+                for i in range(start, min(size, start + 50_000))]
+        store.add_images(db, import_id, rows, seed=0, votes_needed=1)
+    # Synthetic embeddings with class structure, straight into the learner's cache.
+    learner = make_learner(project)
+    cache = learner.cache()
+    centres = rng.normal(size=(CLASSES, DIM)).astype(np.float32)
+    for start in range(0, size, 100_000):
+        stop = min(size, start + 100_000)
+        vectors = centres[truth[start:stop]] + 2.0 * rng.normal(size=(stop - start, DIM))
+        cache.put(np.arange(start + 1, stop + 1), vectors.astype(np.float16))
+    cache.flush()
+    db.conn.close()
+    return project
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="20000,100000,1000000")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in (int(s) for s in args.sizes.split(",")):
+            started = time.perf_counter()
+            project = build(Path(tmp) / f"p{size}", size)
+            setup = time.perf_counter() - started
+            db = store.connect(project.db_path)
+            round_id = round_store.create_round(db, "margin", None)
+            learner = make_learner(project)
+            learner.backbone()  # built once, as in a long-running worker
+            started = time.perf_counter()
+            summary = run_round(project, round_id, learner)
+            seconds = time.perf_counter() - started
+            first = store.next_images(db, 1, n=1) if store.get_user(db, 1) else None
+            pool = round_store.get_round(db, round_id)["pool_size"]
+            db.conn.close()
+            results.append((size, seconds))
+            print(f"pool {size:>9,}: round {seconds:6.2f} s (ranked {pool:,}, "
+                  f"{summary['labels_used']} labels, cv accuracy {summary['accuracy']:.3f});"
+                  f" setup {setup:.0f} s", flush=True)
+            del first
+    if len(results) > 1:
+        (n0, t0), (n1, t1) = results[0], results[-1]
+        print(f"growth: {n1 / n0:.0f}x the pool took {t1 / t0:.1f}x the time")
+    print("reproduce: python bench/round_latency.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Query strategies: every registered one keeps the shared contract (parametrized over the
+registry, so a new strategy is checked without a new test); the uncertainty measures agree
+with modAL's own functions and with values worked out by hand; cluster_margin spreads its
+first batch over the data instead of taking near-duplicates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
+from sklearn.base import BaseEstimator
+
+import strategies
+from server.cli import main
+from strategies.diverse import BATCH
+from strategies.registry import UnknownStrategy
+from strategies.uncertainty import uncertainty_scores
+
+# Enough images that cluster_margin clusters (it only does past BATCH).
+N = 3 * BATCH
+
+
+def pool(n: int = N, classes: int = 4, dim: int = 8, seed: int = 0):
+    """Probabilities (rows of a Dirichlet) and embeddings for a pool of n images."""
+    rng = np.random.default_rng(seed)
+    return rng.dirichlet(np.ones(classes), size=n), rng.normal(size=(n, dim))
+
+
+@pytest.mark.parametrize("name", strategies.names())
+@pytest.mark.parametrize("k", [1, 37, N, N + 10])
+def test_every_strategy_returns_k_unique_positions_in_range(name, k):
+    probs, embeddings = pool()
+    indices, scores = strategies.get_strategy(name)(probs, embeddings, k, np.random.default_rng(3))
+    assert len(indices) == min(k, N)
+    assert len(scores) == len(indices)
+    assert len(set(indices.tolist())) == len(indices)
+    assert indices.min() >= 0 and indices.max() < N
+    assert np.issubdtype(np.asarray(indices).dtype, np.integer)
+
+
+@pytest.mark.parametrize("name", strategies.names())
+def test_every_strategy_is_deterministic_for_a_seed(name):
+    probs, embeddings = pool()
+    strategy = strategies.get_strategy(name)
+    first = strategy(probs, embeddings, 120, np.random.default_rng(11))
+    again = strategy(probs, embeddings, 120, np.random.default_rng(11))
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+@pytest.mark.parametrize("name", strategies.names())
+def test_every_strategy_handles_a_tiny_pool(name):
+    probs, embeddings = pool(n=3)
+    indices, _ = strategies.get_strategy(name)(probs, embeddings, 10, np.random.default_rng(0))
+    assert sorted(indices.tolist()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", strategies.names())
+def test_every_strategy_has_a_one_line_description(name):
+    assert len(strategies.describe(name)) > 10
+
+
+class Fitted(BaseEstimator):
+    """What modAL's functions call: a classifier whose predict_proba returns known rows."""
+
+    def __init__(self, probs=None):
+        self.probs = probs
+
+    def predict_proba(self, X):
+        return self.probs[X]
+
+
+HAND = np.array([
+    [0.50, 0.30, 0.20],  # 1 - max = 0.5, margin 0.2 (score 0.8)
+    [0.90, 0.05, 0.05],  # confident: 0.1, margin 0.85
+    [0.40, 0.40, 0.20],  # a tie at the top: margin 0
+    [1 / 3, 1 / 3, 1 / 3],  # uniform: the highest entropy, ln 3
+])
+
+
+def test_uncertainty_scores_match_modal():
+    probs, _ = pool(n=50, classes=5)
+    positions, model = np.arange(50), Fitted(probs)
+    np.testing.assert_allclose(uncertainty_scores("least_confidence", probs),
+                               classifier_uncertainty(model, positions))
+    np.testing.assert_allclose(uncertainty_scores("margin", probs),
+                               1 - classifier_margin(model, positions))
+    np.testing.assert_allclose(uncertainty_scores("entropy", probs),
+                               classifier_entropy(model, positions))
+
+
+def test_uncertainty_scores_by_hand():
+    np.testing.assert_allclose(uncertainty_scores("least_confidence", HAND),
+                               [0.5, 0.1, 0.6, 2 / 3])
+    np.testing.assert_allclose(uncertainty_scores("margin", HAND), [0.8, 0.15, 1.0, 1.0])
+    entropy = [-sum(p * np.log(p) for p in row) for row in HAND]
+    np.testing.assert_allclose(uncertainty_scores("entropy", HAND), entropy)
+    np.testing.assert_allclose(entropy[3], np.log(3))
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("least_confidence", [3, 2, 0, 1]),
+    ("entropy", [3, 2, 0, 1]),  # 1.099, 1.055, 1.030, 0.394
+])
+def test_uncertainty_strategies_rank_most_uncertain_first(name, expected):
+    indices, scores = strategies.get_strategy(name)(HAND, None, 4, np.random.default_rng(0))
+    assert indices.tolist() == expected
+    assert np.all(np.diff(scores) <= 0)  # best first
+
+
+def test_margin_ranks_ties_at_random_but_seeded():
+    # Rows 2 and 3 both have margin 0: either may come first, the same way for a seed.
+    orders = {
+        tuple(strategies.get_strategy("margin")(HAND, None, 4, np.random.default_rng(s))[0])
+        for s in range(20)
+    }
+    assert orders == {(2, 3, 0, 1), (3, 2, 0, 1)}
+
+
+def test_random_works_before_any_model():
+    # The queue before the first round: no probabilities yet, only a pool size.
+    _, embeddings = pool(n=30)
+    indices, scores = strategies.get_strategy("random")(None, embeddings, 30,
+                                                        np.random.default_rng(0))
+    assert sorted(indices.tolist()) == list(range(30))
+    assert not np.any(scores)
+
+
+@pytest.mark.parametrize("name", ["least_confidence", "margin", "entropy", "cluster_margin"])
+def test_uncertainty_strategies_need_probabilities(name):
+    _, embeddings = pool(n=30)
+    with pytest.raises(ValueError, match="probabilities"):
+        strategies.get_strategy(name)(None, embeddings, 5, np.random.default_rng(0))
+
+
+def duplicate_clusters(clusters: int = 20, per_cluster: int = 30, seed: int = 0):
+    """Tight clusters of near-identical images; the first four clusters are the most
+    uncertain, so a pure uncertainty ranking fills a whole batch from them alone."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=10.0, size=(clusters, 16))
+    cluster = np.repeat(np.arange(clusters), per_cluster)
+    embeddings = centres[cluster] + rng.normal(scale=0.01, size=(len(cluster), 16))
+    top = np.where(cluster < 4, 0.5, 0.9) + rng.uniform(-0.02, 0.02, size=len(cluster))
+    probs = np.column_stack([top, 1 - top])
+    return probs, embeddings, cluster
+
+
+def test_cluster_margin_spreads_its_first_batch_over_clusters():
+    probs, embeddings, cluster = duplicate_clusters()
+    rng = np.random.default_rng(0)
+    margin, _ = strategies.get_strategy("margin")(probs, embeddings, BATCH, rng)
+    spread, _ = strategies.get_strategy("cluster_margin")(probs, embeddings, BATCH, rng)
+    assert len(set(cluster[margin])) == 4  # 100 picks from 4 clusters of duplicates
+    assert len(set(cluster[spread])) == 20  # every cluster gives some
+    # ...and the most uncertain images still come first.
+    assert set(cluster[spread[:4]]) <= {0, 1, 2, 3}
+
+
+def test_cluster_margin_with_exact_duplicates():
+    # Identical images give identical embeddings: fewer distinct points than clusters.
+    probs, embeddings, cluster = duplicate_clusters(clusters=5, per_cluster=40)
+    embeddings = embeddings.round(0)
+    indices, _ = strategies.get_strategy("cluster_margin")(probs, embeddings, BATCH,
+                                                            np.random.default_rng(0))
+    assert len(set(indices.tolist())) == BATCH
+    assert len(set(cluster[indices])) == 5
+
+
+def test_unknown_strategy_lists_the_known_ones():
+    with pytest.raises(UnknownStrategy) as caught:
+        strategies.get_strategy("most_fun")
+    for name in strategies.names():
+        assert name in str(caught.value)
+
+
+def test_registering_needs_a_new_name_and_a_docstring():
+    with pytest.raises(ValueError, match="already registered"):
+        strategies.register("margin")(lambda probs, embeddings, k, rng: None)
+
+    def undocumented(probs, embeddings, k, rng):
+        return None
+
+    with pytest.raises(ValueError, match="docstring"):
+        strategies.register("undocumented")(undocumented)
+    assert "undocumented" not in strategies.names()
+
+
+def test_cli_lists_strategies_with_descriptions(runner):
+    result = runner.invoke(main, ["strategies"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert [line.split()[0] for line in lines] == strategies.names()
+    for line, name in zip(lines, strategies.names()):
+        assert strategies.describe(name) in line
