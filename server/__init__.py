@@ -1,0 +1,1 @@
+"""activelabel's server: the Flask app, the store, the importer, the learner, jobs and CLI."""
