@@ -135,14 +135,8 @@ def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
     images as CSV and PNG. PROJECT itself is not changed."""
     import strategies
 
-    from .simulate import (
-        SimulationError,
-        make_plan,
-        read_labels_csv,
-        run_simulation,
-        stopping_on_sigterm,
-        write_curves,
-    )
+    from .live_server import SimulationError, stopping_on_sigterm
+    from .simulate import make_plan, read_labels_csv, run_simulation, write_curves
 
     names = list(dict.fromkeys(s.strip() for s in strategy.split(",") if s.strip()))
     if not names:

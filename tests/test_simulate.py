@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from server import live_server
 from server import simulate as sim
 from server.cli import main
 from server.config import Project
@@ -51,14 +52,14 @@ def _counts(db_path: Path) -> dict:
 @pytest.fixture
 def started(monkeypatch):
     """Every _Processes the simulation starts, to check they were all stopped."""
-    seen: list[sim._Processes] = []
-    original = sim._Processes.start
+    seen: list[live_server._Processes] = []
+    original = live_server._Processes.start
 
     def start(self):
         seen.append(self)
         original(self)
 
-    monkeypatch.setattr(sim._Processes, "start", start)
+    monkeypatch.setattr(live_server._Processes, "start", start)
     return seen
 
 
