@@ -104,10 +104,21 @@ def assign_splits(rows: list[dict], fractions: tuple[Fraction, ...], seed: int) 
     return sorted(out, key=lambda r: r["id"])
 
 
+_UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\\/:*?"<>|]')
+
+
+def _safe_part(text: str) -> str:
+    """One path segment that unzips to itself on every system: separators (both kinds),
+    drive colons, wildcards and control characters become '_'; '.' and '..' cannot occur."""
+    part = _UNSAFE_IN_NAME.sub("_", str(text))
+    return "_" if part in {"", ".", ".."} else part
+
+
 def archive_name(row: dict) -> str:
     """Where an image goes in the imagefolder layout: split/label/id-filename. The id keeps
     two originals with the same file name apart."""
-    return f"{row['split']}/{row['label']}/{row['id']}-{Path(row['path']).name}"
+    name = _safe_part(f"{row['id']}-{Path(row['path']).name}")
+    return f"{row['split']}/{_safe_part(row['label'])}/{name}"
 
 
 def _record(row: dict) -> dict:

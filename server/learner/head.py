@@ -20,10 +20,22 @@ MAX_FOLDS = 5
 # standardised features with a strongly regularised head beat PCA projections (128-512
 # components, whitened or not) both at 500 labels (74.6 % vs 70-73 %) and on all 20,000
 # (83.4 % vs 80.8-81.2 %). COMPONENTS > 0 turns the PCA projection back on.
+# The square root of the (non-negative, mostly zero) pooled features before standardising,
+# with C=0.01, then beat C=0.05 on the raw features: random batches of 20 gave 77.7 % vs
+# 77.1 % at 1,000 labels, all 20,000 gave 83.5 % vs 83.4 %, and margin reached 95 % of the
+# ceiling with 920-1,080 labels instead of 1,220-1,340.
 COMPONENTS = 0
-C = 0.05
+C = 0.01
 SAMPLES_PER_COMPONENT = 4
 PCA_SAMPLE = 20_000  # PCA on a sample is as good as on all, and its cost stays flat
+
+
+def compress(x: np.ndarray) -> np.ndarray:
+    """Signed square root of the features: pooled activations are non-negative with a long
+    tail, where a few large values dominate a linear head fitted on few labels; the root
+    evens them out (and keeps the sign, for backbones whose features can be negative)."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.sign(x) * np.sqrt(np.abs(x))
 
 
 @dataclass
@@ -34,6 +46,7 @@ class Projection:
 
     @classmethod
     def fit(cls, x: np.ndarray, seed: int = 0, components: int = COMPONENTS) -> Projection:
+        x = compress(x)
         mean = x.mean(axis=0)
         scale = x.std(axis=0) + 1e-6
         z = (x - mean) / scale
@@ -51,7 +64,7 @@ class Projection:
         return cls(mean, scale, pca)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        z = (np.asarray(x, dtype=np.float32) - self.mean) / self.scale
+        z = (compress(np.asarray(x, dtype=np.float32)) - self.mean) / self.scale
         return self.pca.transform(z) if self.pca is not None else z
 
 

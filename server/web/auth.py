@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import math
 import secrets
+import threading
+import time
+from collections import deque
 from urllib.parse import urlsplit
 
 from flask import (
@@ -11,11 +15,15 @@ from flask import (
     Flask,
     Response,
     abort,
+    current_app,
     flash,
     redirect,
     render_template,
     request,
     url_for,
+)
+from flask import (
+    make_response as flask_response,
 )
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from htmx_flask import make_response
@@ -67,8 +75,79 @@ def _return_path() -> str | None:
     return None
 
 
+class LoginThrottle:
+    """Failed logins, counted in memory per user name and per client address: after
+    `max_failures` within `window` seconds, that name or address may not log in (not even
+    with the right password) until the oldest failure is `window` seconds old. A success
+    clears the name's and the address's count. One per app (app.extensions), so it holds
+    for one server process; behind a proxy every client shares the proxy's address."""
+
+    MAX_KEYS = 10_000  # past this many names and addresses, forget those with no recent failure
+
+    def __init__(self, max_failures: int = 10, window: float = 300.0, clock=time.monotonic):
+        self.max_failures = max_failures
+        self.window = window
+        self.clock = clock
+        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _keys(name: str, address: str | None) -> list[tuple[str, str]]:
+        return [("name", name.strip().casefold()), ("address", address or "unknown")]
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
+        times = self._failures.get(key)
+        if times is None:
+            return deque()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+        return times
+
+    def retry_after(self, name: str, address: str | None) -> float:
+        """Seconds until this name and address may try again; 0 when they may now."""
+        now = self.clock()
+        wait = 0.0
+        with self._lock:
+            for key in self._keys(name, address):
+                times = self._recent(key, now)
+                if len(times) >= self.max_failures:
+                    wait = max(wait, times[-self.max_failures] + self.window - now)
+        return wait
+
+    def failed(self, name: str, address: str | None) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._failures) > self.MAX_KEYS:  # guesses under ever new names
+                for key in list(self._failures):
+                    self._recent(key, now)
+            for key in self._keys(name, address):
+                self._recent(key, now)
+                self._failures.setdefault(key, deque()).append(now)
+
+    def succeeded(self, name: str, address: str | None) -> None:
+        with self._lock:
+            for key in self._keys(name, address):
+                self._failures.pop(key, None)
+
+
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
+    app.extensions["login_throttle"] = LoginThrottle(
+        app.config.get("LOGIN_MAX_FAILURES", 10), app.config.get("LOGIN_WINDOW_SECONDS", 300)
+    )
+
+
+def _throttle() -> LoginThrottle:
+    return current_app.extensions["login_throttle"]
+
+
+def _wait_text(seconds: float) -> str:
+    seconds = max(1, math.ceil(seconds))
+    if seconds < 90:
+        return f"{seconds} seconds"
+    return f"{math.ceil(seconds / 60)} minutes"
 
 
 def login_required(*roles: str):
@@ -112,17 +191,32 @@ def login():
     if request.method == "POST":
         name = request.form.get("name", "")
         password = request.form.get("password", "")
+        throttle, address = _throttle(), request.remote_addr
+        wait = throttle.retry_after(name, address)
+        if wait > 0:
+            # Refused before the password is even checked: a right guess now is no
+            # different from a wrong one, so guessing on through the lockout gains nothing.
+            flash(
+                "Too many failed logins for this user name or from this address: login is"
+                f" blocked for now. Try again in {_wait_text(wait)}.",
+                "error",
+            )
+            response = flask_response(render_template("login.html", name=name), 429)
+            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            return response
         row = store.get_user_by_name(get_db(), name) if name.strip() else None
         if row is None:
             # Spend the same hashing time as for a known name, so response times do not
             # tell which user names exist.
             verify_password(_unknown_user_hash(), password)
         elif verify_password(row["password_hash"], password):
+            throttle.succeeded(name, address)
             login_user(User(row))
             default = url_for("admin.index") if row["role"] == "admin" else url_for(
                 "annotate.label"
             )
             return redirect(_safe_next(request.args.get("next")) or default)
+        throttle.failed(name, address)
         flash("Unknown user name or wrong password.", "error")
         return render_template("login.html", name=name), 401
     if request.args.get("expired") and not current_user.is_authenticated:

@@ -3,7 +3,10 @@ page's message bar by static/app.js)."""
 
 from __future__ import annotations
 
-from flask import Flask, render_template, request
+import logging
+import sqlite3
+
+from flask import Flask, current_app, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -15,7 +18,18 @@ MESSAGES = {
     403: "You do not have access to this page.",
     404: "There is nothing here.",
     405: "That action is not allowed here.",
-    413: "The request is too large.",
+    413: "The request is too large: nothing was saved.",
+}
+
+log = logging.getLogger("activelabel.web")
+
+# sqlite3.OperationalError messages that mean "cannot write now", not a bug in a query.
+UNWRITABLE = {
+    "readonly": "the database file is read-only",
+    "disk is full": "the disk is full",
+    "database is locked": "the database is busy",
+    "disk i/o error": "the disk reported an error",
+    "unable to open database": "the database file cannot be opened",
 }
 
 
@@ -43,8 +57,31 @@ def init_app(app: Flask) -> None:
             f"({exc.description}). Reload the page and try again; nothing was saved.",
         )
 
+    @app.errorhandler(sqlite3.OperationalError)
+    def database_error(exc: sqlite3.OperationalError):
+        """A database that cannot be written (read-only file, full disk, a lock held past
+        the busy timeout): the transaction was rolled back, so say that the answer was not
+        saved and that trying again later is the remedy. Anything else is a bug: 500."""
+        text = str(exc).lower()
+        reason = next((why for key, why in UNWRITABLE.items() if key in text), None)
+        if reason is None:
+            log.exception("database error on %s %s", request.method, request.path)
+            return _respond(500, "Something went wrong on the server; nothing was saved.")
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        body, status, *headers = _respond(
+            503,
+            f"The database cannot be written right now ({reason}); your last answer was"
+            " not saved. Try again shortly.",
+        )
+        extra = headers[0] if headers else {}
+        return body, status, {**extra, "Retry-After": "30"}
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         custom = exc.description and exc.description != type(exc).description
         message = exc.description if custom else MESSAGES.get(exc.code, exc.name)
+        if exc.code == 413 and not custom:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            if limit:
+                message = f"The request is larger than {limit // 1024} KiB: nothing was saved."
         return _respond(exc.code or 500, message)

@@ -1,0 +1,268 @@
+"""Who may do what, route by route, from one table; cookies; nothing secret in logs or pages;
+and the login rate limit. A route added without a rule here makes this suite fail."""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import PASSWORDS, csrf_token, htmx_headers, login
+
+from server import store
+from server.cli import main
+
+# The least a visitor must be for each endpoint: 'public' (anyone, logged in or not),
+# 'annotator' (any logged-in user) or 'admin'. Keep this in step with the app: a new
+# endpoint without a line here fails test_every_endpoint_has_a_rule.
+RULES = {
+    "static": "public",
+    "auth.login": "public",
+    "auth.logout": "public",  # harmless when logged out: it only ends a session
+    "auth.home": "annotator",
+    "annotate.label": "annotator",
+    "annotate.answer": "annotator",
+    "annotate.undo": "annotator",
+    "images.show": "annotator",
+    "admin.index": "admin",
+    "admin.add_user": "admin",
+    "admin.import_report": "admin",
+    "export.download": "admin",
+    "rounds.status": "admin",
+    "rounds.retrain": "admin",
+    "rounds.history": "admin",
+    "rounds.latest_json": "admin",
+    "rounds.predictions_csv": "admin",
+}
+RANK = {"public": 0, "annotator": 1, "admin": 2}
+VISITORS = {"anonymous": None, "annotator": "ann", "admin": "admin"}
+# What required_roles the decorator must carry for each non-public level.
+DECORATED = {"annotator": ("any",), "admin": ("admin",)}
+
+
+def example_url(rule) -> str:
+    if rule.endpoint == "static":
+        return "/static/app.css"
+    url = re.sub(r"<int:\w+>", "1", rule.rule)
+    return re.sub(r"<[^>]+>", "x", url)
+
+
+def routes(app) -> list[tuple[str, str, str]]:
+    """(endpoint, method, url) for every route and method; logout last, since it ends the
+    session the other requests use."""
+    found = [
+        (rule.endpoint, method, example_url(rule))
+        for rule in app.url_map.iter_rules()
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
+    ]
+    return sorted(found, key=lambda r: (r[0] == "auth.logout", r[0], r[1]))
+
+
+def test_every_endpoint_has_a_rule(app):
+    assert set(RULES) == set(app.view_functions), (
+        "add the new endpoint to RULES (or drop the removed one)"
+    )
+    for endpoint, level in RULES.items():
+        view = app.view_functions[endpoint]
+        if level == "public":
+            assert not hasattr(view, "required_roles"), endpoint
+        else:
+            assert getattr(view, "required_roles", None) == DECORATED[level], endpoint
+
+
+def _post_data(endpoint: str, token: str) -> dict:
+    """A plausible form for each POST, so an allowed request does real work."""
+    forms = {
+        "annotate.answer": {"choice": "1"},
+        "annotate.undo": {"annotation_id": "1"},
+        "admin.add_user": {"name": "newcomer", "role": "annotator", "password": "x" * 14},
+        "rounds.retrain": {"strategy": "margin"},
+        "auth.login": {"name": "nobody", "password": "not-a-password"},
+    }
+    return {**forms.get(endpoint, {}), "csrf_token": token}
+
+
+@pytest.mark.parametrize("visitor", list(VISITORS))
+def test_each_visitor_gets_what_the_table_says_on_every_route(app, visitor):
+    client = app.test_client()
+    name = VISITORS[visitor]
+    token = login(client, name) if name else csrf_token(client)
+    rank = RANK[visitor] if visitor != "anonymous" else 0
+    checked = 0
+    for endpoint, method, url in routes(app):
+        needed = RANK[RULES[endpoint]]
+        data = _post_data(endpoint, token) if method != "GET" else None
+        with client.open(url, method=method, data=data) as response:
+            status = response.status_code
+            where = response.headers.get("Location", "")
+        what = (visitor, method, url, status)
+        assert status < 500, what
+        if rank >= needed:
+            assert status != 403, what
+            if endpoint not in ("auth.logout", "auth.login"):
+                assert urlsplit(where).path != "/login", what
+        elif name is None:
+            assert status == 302 and urlsplit(where).path == "/login", what
+        else:
+            assert status == 403, what
+        checked += 1
+    assert checked == sum(len(r.methods - {"HEAD", "OPTIONS"}) for r in app.url_map.iter_rules())
+
+
+def test_an_anonymous_htmx_request_to_any_protected_route_gets_401_not_the_page(app):
+    client = app.test_client()
+    token = csrf_token(client)
+    for endpoint, method, url in routes(app):
+        if RULES[endpoint] == "public":
+            continue
+        response = client.open(url, method=method, headers=htmx_headers(token))
+        assert response.status_code == 401, (method, url)
+        assert urlsplit(response.headers["HX-Redirect"]).path == "/login"
+
+
+# --- cookies ------------------------------------------------------------------------------
+
+
+def test_the_anonymous_session_cookie_carrying_the_csrf_token_is_httponly_and_samesite(app):
+    """test_auth checks the cookie set at login; the one set on the login page (it holds
+    the CSRF secret before anyone logs in) needs the same flags."""
+    with app.test_client().get("/login") as response:
+        cookies = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
+    assert cookies
+    for cookie in cookies:
+        flags = [part.strip().lower() for part in cookie.split(";")]
+        assert "httponly" in flags and "samesite=lax" in flags
+    assert app.config["REMEMBER_COOKIE_HTTPONLY"] is True
+
+
+# --- secrets stay out of logs and pages ---------------------------------------------------
+
+
+def test_no_password_csrf_token_or_hash_reaches_the_logs_or_any_page(
+    app, project, runner, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    ann = app.test_client()
+    token = csrf_token(ann)
+    ann.post("/login", data={"name": "ann", "password": "wrong-guess-1234", "csrf_token": token})
+    token = login(ann, "ann")
+    card = ann.get("/label").get_data(as_text=True)
+    first = int(re.search(r'src="/images/(\d+)', card).group(1))
+    ann.post(f"/label/{first}", data={"choice": "1"}, headers=htmx_headers(token))
+    ann.post(f"/label/{first}", data={"choice": "2"}, headers=htmx_headers("forged-token"))
+    ann.post("/logout", data={"csrf_token": token})
+
+    admin = app.test_client()
+    admin_token = login(admin, "admin")
+    admin.post("/admin/users", data={"name": "webuser", "role": "annotator",
+                                     "password": "typed-web-secret", "csrf_token": admin_token})
+    result = runner.invoke(main, ["user", "add", str(project.root), "carol"])
+    assert result.exit_code == 0, result.output
+    printed = re.search(r"password: (\S+)", result.output).group(1)
+    # The one-time password is printed exactly once, and nothing else secret is.
+    assert result.output.count(printed) == 1
+
+    db = store.connect(project.db_path)
+    hashes = [r[0] for r in db.execute("SELECT password_hash FROM users")]
+    db.conn.close()
+    secrets = [*PASSWORDS.values(), "wrong-guess-1234", "typed-web-secret", printed, token,
+               admin_token, *hashes]
+    logged = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    output_but_password = result.output.replace(printed, "")
+    for secret in secrets:
+        assert secret not in logged, secret
+        assert secret not in output_but_password, secret
+
+    pages = []
+    for rule in app.url_map.iter_rules():
+        if "GET" in rule.methods and RULES[rule.endpoint] != "public":
+            with admin.get(example_url(rule)) as response:
+                if response.mimetype.startswith(("text/", "application/json")):
+                    pages.append(response.get_data(as_text=True))
+    pages.append(admin.get("/admin/").get_data(as_text=True))
+    assert any("webuser" in page for page in pages)
+    for page in pages:
+        assert "$argon2" not in page
+        for hashed in hashes:
+            assert hashed not in page
+
+
+# --- login rate limit ---------------------------------------------------------------------
+
+
+def _attempt(client, name: str, password: str, address: str = "10.0.0.1"):
+    token = csrf_token(client)
+    return client.post(
+        "/login",
+        data={"name": name, "password": password, "csrf_token": token},
+        environ_base={"REMOTE_ADDR": address},
+    )
+
+
+def test_ten_failed_logins_for_a_name_block_it_even_with_the_right_password(app):
+    client = app.test_client()
+    for attempt in range(10):
+        assert _attempt(client, "ann", f"wrong-{attempt}", f"10.0.1.{attempt}").status_code == 401
+    # From yet another address, with the right password: still refused, with a date.
+    response = _attempt(client, "ann", PASSWORDS["ann"], "10.0.2.1")
+    assert response.status_code == 429
+    page = response.get_data(as_text=True)
+    assert "Too many failed logins" in page
+    assert re.search(r"Try again in (\d+ minutes|\d+ seconds)", page), page
+    assert 0 < int(response.headers["Retry-After"]) <= 300
+    assert client.get("/label").status_code == 302  # not logged in
+    # Other users are not affected (from an address that has not failed).
+    assert _attempt(client, "bob", PASSWORDS["bob"], "10.0.3.1").status_code == 302
+
+
+def test_ten_failed_logins_from_one_address_block_that_address_for_every_name(app):
+    client = app.test_client()
+    for attempt in range(10):
+        assert _attempt(client, f"guess{attempt}", "whatever-it-is").status_code == 401
+    assert _attempt(client, "bob", PASSWORDS["bob"]).status_code == 429
+    other = app.test_client()
+    assert _attempt(other, "bob", PASSWORDS["bob"], "10.9.9.9").status_code == 302
+
+
+def test_a_success_resets_the_count_and_the_lockout_ends_after_the_window(app):
+    throttle = app.extensions["login_throttle"]
+    now = [1000.0]
+    throttle.clock = lambda: now[0]
+    client = app.test_client()
+    for attempt in range(9):
+        assert _attempt(client, "ann", f"wrong-{attempt}").status_code == 401
+    assert _attempt(client, "ann", PASSWORDS["ann"]).status_code == 302
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/label")})
+    for attempt in range(9):  # nine more: the count started again at zero
+        assert _attempt(client, "ann", f"again-{attempt}").status_code == 401
+    assert _attempt(client, "ann", "one-too-many").status_code == 401
+    assert _attempt(client, "ann", PASSWORDS["ann"]).status_code == 429
+    now[0] += 299
+    assert _attempt(client, "ann", PASSWORDS["ann"]).status_code == 429
+    now[0] += 2
+    assert _attempt(client, "ann", PASSWORDS["ann"]).status_code == 302
+
+
+def test_refused_attempts_do_not_extend_the_lockout(app):
+    """Attempts refused with 429 are not counted, so they cannot push the end further."""
+    throttle = app.extensions["login_throttle"]
+    client = app.test_client()
+    for attempt in range(10):
+        _attempt(client, "ann", f"wrong-{attempt}")
+    first = throttle.retry_after("ann", "10.0.0.1")
+    for _ in range(3):
+        assert _attempt(client, "ann", "still-guessing").status_code == 429
+    assert throttle.retry_after("ann", "10.0.0.1") <= first
+
+
+def test_old_names_are_forgotten_when_the_table_grows(app):
+    throttle = app.extensions["login_throttle"]
+    now = [0.0]
+    throttle.clock = lambda: now[0]
+    throttle.MAX_KEYS = 50
+    for index in range(60):
+        throttle.failed(f"spray{index}", "10.1.1.1")
+    now[0] += 301
+    throttle.failed("late", "10.1.1.2")
+    assert len(throttle._failures) <= 3
