@@ -10,7 +10,6 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from htmx_flask import Htmx
 
-from . import store
 from .config import Project
 
 
@@ -42,7 +41,9 @@ def create_app(project_dir: str | os.PathLike | None = None, test_config: dict |
     if test_config:
         app.config.update(test_config)
     app.extensions["activelabel"] = project
-    store.connect(project.db_path).conn.close()  # applies pending migrations once
+    from .projects import open_db
+
+    open_db(project).conn.close()  # applies pending migrations and the consensus rules once
 
     from .jobs import make_huey
 

@@ -55,7 +55,9 @@ def _progress_import(run, label: str) -> ImportReport:
 
 @contextlib.contextmanager
 def _open_db(project: Project) -> Iterator[Database]:
-    db = store.connect(project.db_path)
+    from .projects import open_db
+
+    db = open_db(project)
     try:
         yield db
     finally:
@@ -164,7 +166,8 @@ def classes(project: str, add: tuple[str, ...]) -> None:
 @click.option("--split", default="0.8,0.1,0.1", show_default=True, help="train,val,test")
 @click.option("--seed", default=None, help="Default: the project's seed.")
 def export(project: str, out: str, fmt: str, split: str, seed: str | None) -> None:
-    """Export labeled images: imagefolder (a folder, or a .zip), csv or jsonl."""
+    """Export the consensus labels (agreed or adjudicated): imagefolder (a folder, or a .zip,
+    with DISPUTED.csv listing images still disputed), csv or jsonl."""
     from . import exporter
 
     opened = Project.open(project)
@@ -173,11 +176,15 @@ def export(project: str, out: str, fmt: str, split: str, seed: str | None) -> No
     seed_value = exporter.parse_seed(seed, opened.config.seed)
     with _open_db(opened) as db:
         labeled = store.labeled_images(db)
+        disputed = store.disputed_images(db)
     rows = exporter.assign_splits(labeled, fractions, seed_value)
-    problems = exporter.write_export(rows, fmt, Path(out))
+    problems = exporter.write_export(rows, fmt, Path(out), disputed)
     counts = {name: sum(1 for r in rows if r["split"] == name) for name in exporter.SPLIT_NAMES}
     click.echo(f"Wrote {len(rows) - len(problems)} labeled images to {out} ("
                + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ")")
+    if disputed:
+        click.echo(f"{len(disputed)} disputed images are not exported; they wait for review"
+                   + (f" (listed in {exporter.DISPUTED_NAME})" if fmt == "imagefolder" else ""))
     if problems:
         click.echo(f"Left out {len(problems)} images whose file is missing, unreadable or"
                    f" changed; they are listed in {exporter.MISSING_NAME}", err=True)

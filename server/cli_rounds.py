@@ -119,24 +119,41 @@ def strategies_cmd() -> None:
 @click.argument("project", type=click.Path(file_okay=False))
 @click.option("--oracle", required=True, type=click.Path(dir_okay=False),
               help="CSV with columns file,label: the true labels the annotators answer with.")
-@click.option("--budget", default=200, show_default=True, help="Labels to give in all.")
-@click.option("--batch", default=20, show_default=True, help="Labels between retrains.")
+@click.option("--budget", default=200, show_default=True,
+              help="Images to label in all. Each is answered by every simulated annotator, so"
+                   " the votes given are the budget times the number of --annotators.")
+@click.option("--batch", default=20, show_default=True, help="Images labeled between retrains.")
 @click.option("--strategy", default="margin,random", show_default=True,
               help="Strategy, or several separated by commas to compare.")
 @click.option("--test", "test_csv", default=None, type=click.Path(dir_okay=False),
               help="CSV (file,label) of held-out test images; default: a seeded 30 %"
                    " of the oracle.")
 @click.option("--out", default="simulation", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for learning_curve.csv/.png and the simulated projects.")
+              help="Folder for learning_curve.csv/.png, consensus.csv, annotators.csv and the"
+                   " simulated projects.")
+@click.option("--annotators", "annotators_text", default=None, metavar="ACCURACIES",
+              help="Simulated annotators, one accuracy each (e.g. 0.95,0.85,0.70): each logs"
+                   " in on its own (ann1, ann2, ...) and answers every image, wrongly (another"
+                   " class, drawn uniformly and seeded by the project's seed) with probability"
+                   " 1 - accuracy. The copy then needs one vote from each per image. Default:"
+                   " one annotator who is always right.")
 def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
-             test_csv: str | None, out: str) -> None:
+             test_csv: str | None, out: str, annotators_text: str | None) -> None:
     """Simulated annotators label a copy of PROJECT through the running product (its web
     server and worker), retraining every batch; writes the learning curve on held-out
-    images as CSV and PNG. PROJECT itself is not changed."""
+    images as CSV and PNG, and how often the images' consensus equals the oracle
+    (consensus.csv, annotators.csv). PROJECT itself is not changed."""
     import strategies
 
     from .live_server import SimulationError, stopping_on_sigterm
-    from .simulate import make_plan, read_labels_csv, run_simulation, write_curves
+    from .simulate import (
+        make_plan,
+        plan_truth_by_id,
+        read_labels_csv,
+        run_simulation,
+        write_curves,
+    )
+    from .simulated_annotators import consensus_report, parse_accuracies, write_reports
 
     names = list(dict.fromkeys(s.strip() for s in strategy.split(",") if s.strip()))
     if not names:
@@ -149,6 +166,10 @@ def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
             + ", ".join(strategies.names()))
     if budget < 1 or batch < 1:
         raise click.ClickException("--budget and --batch must be positive")
+    try:
+        accuracies = [1.0] if annotators_text is None else parse_accuracies(annotators_text)
+    except ValueError as exc:
+        raise click.ClickException(f"--annotators: {exc}") from exc
     out_dir = Path(out).expanduser().resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise click.ClickException(f"{out_dir} is a file; --out needs a folder")
@@ -171,22 +192,44 @@ def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
     if budget > plan.trainable:
         click.echo(f"Note: --budget {budget} is more than the {plan.trainable} images that"
                    " can be labeled; the curve stops there")
-    curves, copies = [], []
+    several = len(accuracies) > 1
+    if several:
+        click.echo(f"{len(accuracies)} simulated annotators (accuracy"
+                   f" {', '.join(f'{a:g}' for a in accuracies)}): every image gets"
+                   f" {len(accuracies)} votes; --budget {budget} counts images, so up to"
+                   f" {budget * len(accuracies)} votes")
+    curves, copies, reports = [], [], []
     title = f"{source.config.name}: batch {batch}, {len(plan.test)} held-out images"
+    if several:
+        title += f", annotators {','.join(f'{a:g}' for a in accuracies)}"
+    xlabel = f"images labeled ({len(accuracies)} votes each)" if several else "labels given"
+
+    def write_all():
+        paths = write_curves(curves, out_dir, title, xlabel)
+        return paths + write_reports(reports, out_dir)
+
     try:
         with stopping_on_sigterm():
             for name in names:
                 curve, copy = run_simulation(source, plan, name, budget, batch, out_dir,
-                                             embedding_sources=copies, log=click.echo)
+                                             embedding_sources=copies, log=click.echo,
+                                             accuracies=accuracies)
                 curves.append(curve)
                 copies.append(copy)
-        csv_path, png_path = write_curves(curves, out_dir, title)
+                report = consensus_report(copy, plan_truth_by_id(copy, plan), name, accuracies)
+                reports.append(report)
+                for line in report.lines():
+                    click.echo(line)
+        written = write_all()
     except SimulationError as exc:
         if curves:
-            write_curves(curves, out_dir, title)
+            write_all()
         raise click.ClickException(str(exc)) from exc
-    for curve in curves:
+    for curve, report in zip(curves, reports, strict=True):
         final = (f"{curve.points[-1].accuracy:.3f} at {curve.points[-1].labels} labels"
                  if curve.points else "n/a (no round trained)")
         click.echo(f"{curve.strategy}: final test accuracy {final}")
-    click.echo(f"Wrote {csv_path} and {png_path}")
+        accuracy = "n/a" if report.accuracy is None else f"{report.accuracy:.3f}"
+        click.echo(f"{curve.strategy}: consensus accuracy {accuracy} over {report.images}"
+                   f" images ({report.disputed} disputed, {report.votes} votes)")
+    click.echo("Wrote " + ", ".join(str(path) for path in written))

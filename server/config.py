@@ -21,7 +21,10 @@ SECRET_NAME = ".secret_key"
 # Which TOML table each setting lives in, so the file reads well for a person.
 _SECTIONS = {
     "project": ("name", "images", "seed"),
-    "labeling": ("votes_per_image", "lease_seconds", "strategy", "show_suggestion"),
+    "labeling": (
+        "votes_per_image", "qa_fraction", "qa_votes", "agreement_threshold", "blind",
+        "lease_seconds", "strategy", "show_suggestion",
+    ),
     "images": ("max_pixels", "display_size", "thumb_size"),
     "model": (
         "backbone", "checkpoint", "pretrained", "input_size", "training_mode", "device",
@@ -31,7 +34,7 @@ _SECTIONS = {
 }
 
 
-_TYPES = {"int": int, "str": str, "bool": bool}
+_TYPES = {"int": int, "str": str, "bool": bool, "float": float}
 
 
 class ProjectError(Exception):
@@ -44,6 +47,10 @@ class ProjectConfig:
     images: str = ""  # the image folder the project was started from
     seed: int = 0  # seeds the queue's shuffle and the export split
     votes_per_image: int = 1
+    qa_fraction: float = 0.1  # share of images drawn for the QA sample (agreement measured)
+    qa_votes: int = 3  # votes a QA image gets, from distinct people (at most as many as label)
+    agreement_threshold: float = 0.6  # an image whose votes agree less than this is disputed
+    blind: bool = True  # annotators do not see each other's votes
     lease_seconds: int = 300  # how long an image handed to one annotator is kept from others
     strategy: str = "margin"  # the query strategy rounds use unless the admin picks another
     show_suggestion: bool = True  # show the model's guess on the card (off avoids anchoring)
@@ -64,6 +71,12 @@ class ProjectConfig:
     def validate(self) -> None:
         if self.votes_per_image < 1:
             raise ProjectError("votes_per_image must be at least 1")
+        if self.qa_votes < 1:
+            raise ProjectError("qa_votes must be at least 1")
+        if not 0.0 <= self.qa_fraction <= 1.0:
+            raise ProjectError("qa_fraction must be between 0 and 1")
+        if not 0.0 < self.agreement_threshold <= 1.0:
+            raise ProjectError("agreement_threshold must be above 0 and at most 1")
         if self.lease_seconds < 5:
             raise ProjectError("lease_seconds must be at least 5")
         if self.max_pixels < 1:
@@ -104,6 +117,8 @@ class ProjectConfig:
                     raise ProjectError(f"{source}: unknown setting {section}.{key}")
                 expected = _TYPES[str(known[key].type).replace("<class '", "").rstrip("'>")]
                 # bool is a subclass of int: `seed = true` must not pass as a number.
+                if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)  # `qa_fraction = 0` is a fine float
                 if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                     raise ProjectError(
                         f"{source}: {section}.{key} should be {expected.__name__}, got {value!r}"

@@ -22,8 +22,10 @@ from pathlib import Path
 
 FORMATS = ("imagefolder", "csv", "jsonl")
 SPLIT_NAMES = ("train", "val", "test")
-COLUMNS = ("path", "sha256", "label", "split", "votes", "file")
+COLUMNS = ("path", "sha256", "label", "split", "status", "votes", "agreement", "voters", "file")
+DISPUTED_COLUMNS = ("path", "sha256", "leading_label", "status", "votes", "agreement", "voters")
 MISSING_NAME = "MISSING.txt"
+DISPUTED_NAME = "DISPUTED.csv"  # images still waiting for a reviewer: a report, not data
 
 # One part of a split: a decimal (0.8, .1, 1) or a ratio (1/3). Digits are bounded because a
 # Fraction of '1e999999999' would take forever to build, and the text comes from a URL.
@@ -121,15 +123,39 @@ def archive_name(row: dict) -> str:
     return f"{row['split']}/{_safe_part(row['label'])}/{name}"
 
 
+def _agreement(row: dict) -> float | None:
+    value = row.get("agreement")
+    return None if value is None else round(value, 4)
+
+
 def _record(row: dict) -> dict:
     return {
         "path": row["path"],
         "sha256": row["sha256"],
         "label": row["label"],
         "split": row["split"],
+        "status": row.get("status"),
         "votes": row["votes"],
+        "agreement": _agreement(row),
+        # Who said what: {"ann": "cat", "bob": "dog"}; JSON, so any name survives the CSV.
+        "voters": json.dumps(row.get("voters", {}), ensure_ascii=False),
         "file": archive_name(row),
     }
+
+
+def disputed_csv(rows: Iterable[dict]) -> str:
+    """The report of images no export contains because their votes disagree and no reviewer
+    has settled them yet."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=DISPUTED_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({
+            "path": row["path"], "sha256": row["sha256"], "leading_label": row.get("label") or "",
+            "status": row.get("status"), "votes": row["votes"], "agreement": _agreement(row),
+            "voters": json.dumps(row.get("voters", {}), ensure_ascii=False),
+        })
+    return buffer.getvalue()
 
 
 def csv_chunks(rows: Iterable[dict]) -> Iterator[str]:
@@ -200,7 +226,8 @@ def _zip_entry(name: str) -> zipfile.ZipInfo:
 
 
 def zip_chunks(
-    rows: list[dict], problems: list[tuple[dict, str]] | None = None
+    rows: list[dict], problems: list[tuple[dict, str]] | None = None,
+    disputed: list[dict] | None = None,
 ) -> Iterator[bytes]:
     """The imagefolder zip: train/<class>/<file> ..., plus labels.csv, streamed. Images whose
     original file is missing, unreadable or changed are listed in MISSING.txt instead (and
@@ -220,6 +247,8 @@ def zip_chunks(
         archive.writestr(_zip_entry("labels.csv"), "".join(csv_chunks(present)))
         if problems:
             archive.writestr(_zip_entry(MISSING_NAME), missing_text(problems))
+        if disputed:
+            archive.writestr(_zip_entry(DISPUTED_NAME), disputed_csv(disputed))
     yield pipe.drain()
 
 
@@ -231,7 +260,8 @@ def _check_target(out: Path) -> None:
         raise ExportError(f"{out} already exists; choose a new path")
 
 
-def _write_tree(rows: list[dict], out: Path, problems: list[tuple[dict, str]]) -> None:
+def _write_tree(rows: list[dict], out: Path, problems: list[tuple[dict, str]],
+                disputed: list[dict] | None = None) -> None:
     present = []
     for row in rows:
         data = read_original(row)
@@ -247,12 +277,16 @@ def _write_tree(rows: list[dict], out: Path, problems: list[tuple[dict, str]]) -
     (out / "labels.csv").write_bytes("".join(csv_chunks(present)).encode("utf-8"))
     if problems:
         (out / MISSING_NAME).write_bytes(missing_text(problems).encode("utf-8"))
+    if disputed:
+        (out / DISPUTED_NAME).write_bytes(disputed_csv(disputed).encode("utf-8"))
 
 
-def write_export(rows: list[dict], fmt: str, out: Path) -> list[tuple[dict, str]]:
+def write_export(rows: list[dict], fmt: str, out: Path,
+                 disputed: list[dict] | None = None) -> list[tuple[dict, str]]:
     """Write an export to disk: imagefolder as a .zip (if OUT ends in .zip) or a folder
-    tree; csv and jsonl as one file. Returns the images left out of an imagefolder export
-    and why (csv and jsonl need no image files)."""
+    tree, with DISPUTED.csv listing the disputed images if any; csv and jsonl as one file.
+    Returns the images left out of an imagefolder export and why (csv and jsonl need no
+    image files)."""
     _check_target(out)
     problems: list[tuple[dict, str]] = []
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -264,8 +298,8 @@ def write_export(rows: list[dict], fmt: str, out: Path) -> list[tuple[dict, str]
             handle.writelines(jsonl_chunks(rows))
     elif out.suffix.lower() == ".zip":
         with out.open("wb") as handle:
-            for chunk in zip_chunks(rows, problems):
+            for chunk in zip_chunks(rows, problems, disputed):
                 handle.write(chunk)
     else:
-        _write_tree(rows, out, problems)
+        _write_tree(rows, out, problems, disputed)
     return problems

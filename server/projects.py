@@ -13,6 +13,18 @@ from .passwords import generate_password, hash_password
 Progress = Callable[[int], None]
 
 
+def open_db(project: Project, migrate: bool = True):
+    """The project's database with its consensus rules brought in line with its settings:
+    how every process that judges votes (server, worker, CLI) opens a project."""
+    db = store.connect(project.db_path, migrate=migrate)
+    try:
+        store.set_rules(db, store.Rules.of(project.config))
+    except BaseException:
+        db.conn.close()
+        raise
+    return db
+
+
 def init_project(
     folder: str | Path,
     images: str | Path,
@@ -22,9 +34,11 @@ def init_project(
     votes_per_image: int = 1,
     progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
+    **settings,
 ) -> tuple[Project, ImportReport]:
     """Create a project from an image folder. Classes come from `classes`, or else from the
-    folder's first-level sub-folders (folder-per-class layout)."""
+    folder's first-level sub-folders (folder-per-class layout). `settings` are further
+    ProjectConfig fields (qa_fraction=0.0, say)."""
     images = Path(images).expanduser().resolve()
     if not images.is_dir():  # before anything is created
         raise ImportFailed(f"{images} is not a folder")
@@ -38,13 +52,15 @@ def init_project(
     if root.is_relative_to(images):
         raise ProjectError("put the project folder outside the image folder")
     config = ProjectConfig(
-        name=root.name, images=str(images), seed=seed, votes_per_image=votes_per_image
+        name=root.name, images=str(images), seed=seed, votes_per_image=votes_per_image,
+        **settings,
     )
+    config.validate()
     names = [store.check_class_name(n) for n in names]  # before anything is written
     if len(set(names)) != len(names):
         raise store.StoreError("class names must be unique")
     project = Project.create(root, config)
-    db = store.connect(project.db_path)
+    db = open_db(project)
     try:
         store.add_classes(db, names)
         report = import_images(project, images, progress=progress, on_start=on_start, db=db)
@@ -62,7 +78,7 @@ def import_images(
     db=None,
 ) -> ImportReport:
     own = db is None
-    db = db or store.connect(project.db_path)
+    db = db or open_db(project)
     try:
         return import_folder(
             db,

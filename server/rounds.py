@@ -100,7 +100,9 @@ def run_round(project: Project, round_id: int, learner: Learner | None = None) -
     previous ranking keeps serving; the error is re-raised for the caller's log. A round
     that is not queued (a duplicate job, or one marked failed meanwhile) is left alone:
     StoreError."""
-    db = store.connect(project.db_path)
+    from .projects import open_db
+
+    db = open_db(project)
     try:
         round_store.start_round(db, round_id)
         with _Heartbeat(project.db_path, round_id):
@@ -118,6 +120,11 @@ def _run_started(db, project: Project, round_id: int, learner: Learner | None) -
 
         strategy = strategies.get_strategy(row["strategy"])
         learner = learner or make_learner(project)
+        # Consensus first: refit how far each annotator is trusted, so the labels this
+        # round trains on are the current weighted consensus.
+        from .annotators import fit_annotator_model
+
+        fit_annotator_model(db)
         labeled, pool = round_store.snapshot(db)
         if not pool:
             raise LearnerError("no unlabeled images are left to rank")

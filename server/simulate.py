@@ -2,10 +2,16 @@
 
 `simulate` builds a fresh copy of a project (same images and classes, no labels, the
 embedding cache copied so nothing is embedded twice), starts `activelabel serve --no-worker`
-and `activelabel worker` on it, then loops: an annotator labels a batch in the browser's way
-(GET /label, POST /label/<id>) answering from the oracle file; the admin presses 'Retrain
-now' and waits for the round; the round's predictions on held-out test images give the
-accuracy. The learning curve is written as CSV and PNG.
+and `activelabel worker` on it, then loops: the simulated annotators, each logged in on its
+own, label a batch in the browser's way (GET /label, POST /label/<id>) answering from the
+oracle file (with their own rate of mistakes, see `simulated_annotators`); the admin presses
+'Retrain now' and waits for the round; the round's predictions on held-out test images give
+the accuracy. The learning curve is written as CSV and PNG.
+
+With several annotators the copy asks for one vote from each on every image
+(votes_per_image = their number), so the budget counts images, each answered by all of
+them: the votes given are the budget times the number of annotators. The images' consensus
+then decides what trains; only agreed (or adjudicated) labels do.
 
 Images are matched to oracle rows by their path relative to the folder they were imported
 from, else by their absolute path, else by their file name when that name is unique.
@@ -23,7 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +44,8 @@ from .live_server import (
     _Processes,
     _wait_until_up,
 )
-from .projects import add_user
+from .projects import add_user, open_db
+from .simulated_annotators import annotator_names, noisy_answers
 
 TEST_SHARE = 0.3
 ROUND_SECONDS = 3600  # one round, queued to done, on a slow CPU with a large pool
@@ -202,13 +209,21 @@ def make_plan(source: Project, oracle: dict[str, str],
     return plan
 
 
+def plan_truth_by_id(project: Project, plan: Plan) -> dict[int, str]:
+    """image id in `project` (a copy) -> true label, for the images the plan knows."""
+    return {image["id"]: plan.truth[image["sha256"]] for image in source_images(project)
+            if image["sha256"] in plan.truth}
+
+
 @dataclass
 class Point:
-    labels: int
+    labels: int  # images answered by every simulated annotator
     accuracy: float  # on the held-out test images
     round_id: int
     cv_accuracy: float | None  # the round's own cross-validated estimate
     scored: int  # test images scored
+    votes: int = 0  # votes given by all simulated annotators together
+    trained: int | None = None  # consensus labels (agreed or adjudicated) the round used
 
 
 @dataclass
@@ -254,23 +269,26 @@ def copy_embeddings(from_images: dict[str, int], from_cache: Path,
     return copied
 
 
-def copy_project(source: Project, target: Path,
-                 embedding_sources: Iterable[Project] = ()) -> tuple[Project, dict[str, int]]:
+def copy_project(source: Project, target: Path, embedding_sources: Iterable[Project] = (),
+                 votes_per_image: int = 1) -> tuple[Project, dict[str, int]]:
     """A fresh project over the same images and classes with no labels (even where the
-    source took labels from class folders), the same model settings, one vote per image,
-    no automatic rounds and its own job queue. Embeddings are copied from the source and
-    from `embedding_sources` (earlier copies). Returns the project and sha256 -> image id."""
+    source took labels from class folders), the same model and consensus settings but
+    `votes_per_image`, no automatic rounds and its own job queue. Embeddings are copied
+    from the source and from `embedding_sources` (earlier copies). Returns the project and
+    sha256 -> image id."""
     config = dataclasses.replace(
-        source.config, name=target.name, votes_per_image=1, retrain_every=0, redis_url="",
+        source.config, name=target.name, votes_per_image=votes_per_image, retrain_every=0,
+        redis_url="",
     )
     project = Project.create(target, config)
     images = source_images(source)
-    db = store.connect(project.db_path)
+    db = open_db(project)  # the copy's consensus rules decide which images are QA images
     try:
         store.add_classes(db, source_classes(source))
         import_id = store.start_import(db, f"copy of {source.root}")
         fresh = [{k: v for k, v in image.items() if k != "id"} for image in images]
-        new_ids = store.add_images(db, import_id, fresh, seed=config.seed, votes_needed=1)
+        new_ids = store.add_images(db, import_id, fresh, seed=config.seed,
+                                   votes_needed=votes_per_image)
         store.finish_import(db, import_id, {"added": len(new_ids), "labeled": 0,
                                             "duplicates": 0, "skipped": 0, "ignored": 0}, [])
     finally:
@@ -285,17 +303,27 @@ def copy_project(source: Project, target: Path,
 def run_simulation(
     source: Project, plan: Plan, strategy: str, budget: int, batch: int, workdir: Path,
     embedding_sources: Iterable[Project] = (), log: Callable[[str], None] = print,
-    round_seconds: float = ROUND_SECONDS,
+    round_seconds: float = ROUND_SECONDS, accuracies: Sequence[float] = (1.0,),
 ) -> tuple[Curve, Project]:
-    """Simulate one strategy on a fresh copy of `source` in workdir/sim-<strategy>.
-    Returns the learning curve and the copy (whose embeddings later copies can reuse)."""
-    project, ids = copy_project(source, Path(workdir) / f"sim-{strategy}", embedding_sources)
+    """Simulate one strategy on a fresh copy of `source` in workdir/sim-<strategy>, with
+    one simulated annotator per entry of `accuracies` (each answers every image; `budget`
+    and `batch` count images). Returns the learning curve and the copy (whose embeddings
+    later copies can reuse)."""
+    project, ids = copy_project(source, Path(workdir) / f"sim-{strategy}", embedding_sources,
+                                votes_per_image=len(accuracies))
+    names = annotator_names(len(accuracies))
     passwords = {name: add_user(project, name, role) for name, role in
-                 (("sim-admin", "admin"), ("sim-annotator", "annotator"))}
+                 [("sim-admin", "admin"), *((name, "annotator") for name in names)]}
     db = store.connect(project.db_path)
     class_ids = {c["name"]: c["id"] for c in store.classes(db)}
     db.conn.close()
     truth = {ids[sha]: label for sha, label in plan.truth.items()}
+    answers = [
+        {ids[sha]: label for sha, label in
+         noisy_answers(plan.truth, list(class_ids), accuracy, source.config.seed,
+                       position).items()}
+        for position, accuracy in enumerate(accuracies)
+    ]
     test_ids = {ids[sha] for sha in plan.test}
     processes = _Processes(project, _free_port())
     url = f"http://127.0.0.1:{processes.port}"
@@ -304,28 +332,42 @@ def run_simulation(
     try:
         processes.start()
         _wait_until_up(url, processes)
-        annotator, admin = Browser(url), Browser(url)
-        annotator.login("sim-annotator", passwords["sim-annotator"])
+        annotators = [Browser(url) for _ in names]
+        for browser, name in zip(annotators, names, strict=True):
+            browser.login(name, passwords[name])
+        admin = Browser(url)
         admin.login("sim-admin", passwords["sim-admin"])
-        labeled = 0
+        labeled = votes = 0
         while labeled < budget:
             wanted = min(batch, budget - labeled)
-            done = _label_batch(annotator, wanted, truth, test_ids, class_ids)
+            # The first annotator takes the next images in the queue's order; each of the
+            # others is handed the same ones (they need its vote too) and answers as many.
+            done = _label_batch(annotators[0], wanted, answers[0], test_ids, class_ids)
+            votes += done
+            for browser, name, own in zip(annotators[1:], names[1:], answers[1:],
+                                          strict=True):
+                given = _label_batch(browser, done, own, test_ids, class_ids)
+                if given != done:
+                    log(f"{strategy}: note: {name} answered {given} images, {names[0]} {done}")
+                votes += given
             labeled += done
             if done == 0:
                 log(f"{strategy}: no image is left to label; stopping at {labeled} labels")
                 break
             point = _retrain(admin, processes, strategy, truth, test_ids, round_seconds, log)
             if point is not None:
-                if point.labels != labeled:
+                if len(names) == 1 and point.labels != labeled:
                     log(f"{strategy}: note: the round trained on {point.labels} labels,"
                         f" the annotator gave {labeled}")
-                point.labels = labeled
+                point.trained, point.labels, point.votes = point.labels, labeled, votes
                 curve.points.append(point)
                 estimate = (f", its own estimate {point.cv_accuracy:.3f}"
                             if point.cv_accuracy is not None else "")
-                log(f"{strategy}: {labeled} labels, test accuracy {point.accuracy:.3f}"
-                    f" on {point.scored} held-out images (round {point.round_id}{estimate})")
+                consensus = (f" ({votes} votes, {point.trained} consensus labels trained)"
+                             if len(names) > 1 else "")
+                log(f"{strategy}: {labeled} labels{consensus}, test accuracy"
+                    f" {point.accuracy:.3f} on {point.scored} held-out images"
+                    f" (round {point.round_id}{estimate})")
             if done < wanted:
                 log(f"{strategy}: no image is left to label; stopping at {labeled} labels")
                 break
@@ -340,9 +382,11 @@ def run_simulation(
     return curve, project
 
 
-def _label_batch(browser: Browser, count: int, truth: dict, test_ids: set, class_ids: dict) -> int:
-    """Answer up to `count` images from the oracle; held-out test images and images
-    without a true label are skipped. Returns the labels given."""
+def _label_batch(browser: Browser, count: int, answers: dict, test_ids: set,
+                 class_ids: dict) -> int:
+    """Answer up to `count` images with this annotator's `answers` (image id -> class
+    name); held-out test images and images without a true label are skipped. Returns the
+    labels given."""
     done = 0
     page = browser.request("/label", htmx=True)
     while done < count:
@@ -350,7 +394,7 @@ def _label_batch(browser: Browser, count: int, truth: dict, test_ids: set, class
         if not match:
             break  # nothing left to label
         image_id = int(match.group(1))
-        label = truth.get(image_id)
+        label = answers.get(image_id)
         if image_id in test_ids or label is None:
             choice = "skip"
         else:
@@ -404,17 +448,19 @@ def _retrain(browser: Browser, processes: _Processes, strategy: str, truth: dict
                  latest.get("accuracy"), len(scored))
 
 
-def write_curves(curves: list[Curve], out: Path, title: str = "") -> tuple[Path, Path]:
+def write_curves(curves: list[Curve], out: Path, title: str = "",
+                 xlabel: str = "labels given") -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "learning_curve.csv", out / "learning_curve.png"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["strategy", "labels", "test_accuracy", "test_images", "round",
-                         "estimated_accuracy"])
+                         "estimated_accuracy", "votes", "trained_labels"])
         for curve in curves:
             writer.writerows(
                 (curve.strategy, p.labels, f"{p.accuracy:.4f}", p.scored, p.round_id,
-                 "" if p.cv_accuracy is None else f"{p.cv_accuracy:.4f}")
+                 "" if p.cv_accuracy is None else f"{p.cv_accuracy:.4f}", p.votes,
+                 "" if p.trained is None else p.trained)
                 for p in curve.points
             )
     try:
@@ -432,7 +478,7 @@ def write_curves(curves: list[Curve], out: Path, title: str = "") -> tuple[Path,
         if curve.points:
             axes.plot([p.labels for p in curve.points], [p.accuracy for p in curve.points],
                       marker="o", markersize=4, label=curve.strategy)
-    axes.set_xlabel("labels given")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel("accuracy on held-out images")
     axes.set_ylim(0, 1)
     axes.set_xlim(left=0)

@@ -31,7 +31,7 @@
 
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat || event.isComposing) return;
-    if (event.target.closest && event.target.closest("input, textarea, select, [contenteditable]")) return;
+    if (event.target.closest && event.target.closest("input:not([type=checkbox]), textarea, select, [contenteditable]")) return;
     const key = event.key === "Backspace" ? "z" : event.key.toLowerCase();
     const button = document.querySelector(`#card button[data-key="${CSS.escape(key)}"]`);
     if (!button) return;

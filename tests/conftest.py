@@ -47,7 +47,11 @@ def image_folder(tmp_path, digits) -> Path:
 
 @pytest.fixture
 def project(tmp_path, image_folder):
-    created, _report = init_project(tmp_path / "project", image_folder, CLASSES, seed=7)
+    """A single-vote project (no QA sample: every image needs exactly one vote); the
+    consensus tests build their own with overlap."""
+    created, _report = init_project(
+        tmp_path / "project", image_folder, CLASSES, seed=7, qa_fraction=0.0
+    )
     for name, role in (("admin", "admin"), ("ann", "annotator"), ("bob", "annotator")):
         add_user(created, name, role, PASSWORDS[name])
     return created

@@ -12,6 +12,7 @@ from conftest import PASSWORDS, csrf_token, htmx_headers, login
 
 from server import store
 from server.cli import main
+from server.projects import add_user
 
 # The least a visitor must be for each endpoint: 'public' (anyone, logged in or not),
 # 'annotator' (any logged-in user) or 'admin'. Keep this in step with the app: a new
@@ -34,11 +35,19 @@ RULES = {
     "rounds.history": "admin",
     "rounds.latest_json": "admin",
     "rounds.predictions_csv": "admin",
+    "review.index": "reviewer",
+    "review.show": "reviewer",
+    "review.decide": "reviewer",
+    "review.send": "reviewer",
+    "agreement.index": "admin",
+    "agreement.refit": "admin",
+    "agreement.confusion_png": "admin",
 }
-RANK = {"public": 0, "annotator": 1, "admin": 2}
-VISITORS = {"anonymous": None, "annotator": "ann", "admin": "admin"}
+RANK = {"public": 0, "annotator": 1, "reviewer": 2, "admin": 3}
+VISITORS = {"anonymous": None, "annotator": "ann", "reviewer": "rita", "admin": "admin"}
 # What required_roles the decorator must carry for each non-public level.
-DECORATED = {"annotator": ("any",), "admin": ("admin",)}
+DECORATED = {"annotator": ("any",), "reviewer": ("admin", "reviewer"), "admin": ("admin",)}
+REVIEWER_PASSWORD = "rita-password-long"
 
 
 def example_url(rule) -> str:
@@ -78,6 +87,7 @@ def _post_data(endpoint: str, token: str) -> dict:
         "annotate.undo": {"annotation_id": "1"},
         "admin.add_user": {"name": "newcomer", "role": "annotator", "password": "x" * 14},
         "rounds.retrain": {"strategy": "margin"},
+        "review.decide": {"choice": "1"},
         "auth.login": {"name": "nobody", "password": "not-a-password"},
     }
     return {**forms.get(endpoint, {}), "csrf_token": token}
@@ -87,7 +97,10 @@ def _post_data(endpoint: str, token: str) -> dict:
 def test_each_visitor_gets_what_the_table_says_on_every_route(app, visitor):
     client = app.test_client()
     name = VISITORS[visitor]
-    token = login(client, name) if name else csrf_token(client)
+    if visitor == "reviewer":
+        add_user(app.extensions["activelabel"], name, "reviewer", REVIEWER_PASSWORD)
+    token = login(client, name, REVIEWER_PASSWORD if visitor == "reviewer" else None) if name \
+        else csrf_token(client)
     rank = RANK[visitor] if visitor != "anonymous" else 0
     checked = 0
     for endpoint, method, url in routes(app):

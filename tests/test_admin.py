@@ -49,7 +49,9 @@ def table(page: str, name: str) -> list[list[str]]:
 
 
 def flashes(page: str) -> list[str]:
-    return [html.unescape(m) for m in re.findall(r'<p class="flash [^"]+">(.*?)</p>', page, re.DOTALL)]
+    return [
+        html.unescape(m) for m in re.findall(r'<p class="flash [^"]+">(.*?)</p>', page, re.DOTALL)
+    ]
 
 
 def class_ids(project) -> dict[str, int]:
@@ -134,7 +136,7 @@ def test_counts_follow_the_labeling(project, app, as_user, admin, digits):
     cat.answer("unsure")
 
     page = admin_page(admin[0])
-    assert "40 images: 8 labeled, 1 unsure, 31 unlabeled." in section(page, "images")
+    assert "40 images: 8 labeled, 1 disputed, 31 waiting for votes." in section(page, "images")
 
     per_class = Counter(given)
     assert table(page, "images") == [[name, str(per_class[name])] for name in CLASSES]
@@ -158,7 +160,7 @@ def test_imported_labels_count_per_class(tmp_path, digits):
     login(client, "admin")
 
     page = admin_page(client)
-    assert "35 images: 30 labeled, 0 unsure, 5 unlabeled." in page
+    assert "35 images: 30 labeled, 0 disputed, 5 waiting for votes." in page
     per_class = Counter(truth.values())
     assert table(page, "images") == [[name, str(per_class[name])] for name in sorted(per_class)]
     run = table(page, "imports")[0]
@@ -169,7 +171,9 @@ def test_imported_labels_count_per_class(tmp_path, digits):
 def test_users_are_listed_with_their_roles(admin):
     rows = table(admin_page(admin[0]), "users")
     assert [row[:2] for row in rows] == [
-        ["admin", "admin"], ["ann", "annotator"], ["bob", "annotator"]
+        ["admin", "admin"],
+        ["ann", "annotator"],
+        ["bob", "annotator"],
     ]
     for row in rows:
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", row[2])
@@ -258,8 +262,10 @@ def test_added_admin_with_a_typed_password_can_log_in(app, admin):
         ({"name": " ann ", "role": "admin"}, "User not added: a user named 'ann' already exists"),
         ({"name": "eve", "role": "superuser"}, "User not added: unknown role 'superuser'"),
         ({"name": "   ", "role": "annotator"}, "User not added: a user name cannot be empty"),
-        ({"name": "eve", "role": "annotator", "password": "short"},
-         "User not added: a password needs at least 8 characters"),
+        (
+            {"name": "eve", "role": "annotator", "password": "short"},
+            "User not added: a password needs at least 8 characters",
+        ),
     ],
 )
 def test_add_user_mistakes_are_explained_and_change_nothing(admin, fields, message):

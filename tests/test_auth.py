@@ -72,7 +72,16 @@ def test_user_add_prints_a_generated_password_stored_as_an_argon2_hash(project, 
 def test_user_add_accepts_a_password_and_a_role(project, runner, db, client):
     result = runner.invoke(
         main,
-        ["user", "add", str(project.root), "dora", "--role", "admin", "--password", "a-long-secret"],
+        [
+            "user",
+            "add",
+            str(project.root),
+            "dora",
+            "--role",
+            "admin",
+            "--password",
+            "a-long-secret",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "a-long-secret" in result.output
@@ -329,7 +338,7 @@ def test_pages_carry_the_token_for_forms_and_for_htmx(as_user):
     client, token = as_user("ann")
     html = client.get("/label").get_data(as_text=True)
     assert f'<meta name="csrf-token" content="{token}">' in html
-    assert f"hx-headers='{{\"X-CSRFToken\": \"{token}\"}}'" in html
+    assert f'hx-headers=\'{{"X-CSRFToken": "{token}"}}\'' in html
     assert f'name="csrf_token" value="{token}"' in html  # the logout form
 
 
@@ -385,7 +394,10 @@ def test_a_user_name_with_markup_is_shown_escaped(app, as_user, db):
     response = admin.post(
         "/admin/users",
         data={
-            "name": SCRIPT, "role": "annotator", "password": "script-password", "csrf_token": token,
+            "name": SCRIPT,
+            "role": "annotator",
+            "password": "script-password",
+            "csrf_token": token,
         },
     )
     assert response.status_code == 302

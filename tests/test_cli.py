@@ -106,7 +106,7 @@ def test_init_with_classes_from_the_option(runner, tmp_path, image_folder):
     assert project.config.images == str(image_folder.resolve())
     assert class_names(project.root) == ["cat", "dog", "bird"]
     assert query(project.root, "SELECT status, count(*) FROM image_state GROUP BY status") == [
-        ("unlabeled", 40)
+        ("needs_votes", 40)
     ]
 
 
@@ -119,7 +119,7 @@ def test_init_takes_the_classes_from_sub_folders(runner, tmp_path, sorted_images
     labeled = query(
         tmp_path / "p",
         "SELECT i.path, c.name FROM image_state s JOIN images i ON i.id = s.image_id"
-        " JOIN classes c ON c.id = s.class_id WHERE s.status = 'labeled'",
+        " JOIN classes c ON c.id = s.class_id WHERE s.status = 'agreed'",
     )
     assert dict(labeled) == truth
 
@@ -373,7 +373,7 @@ def test_demo_builds_the_digits_project_and_reuses_it(runner, tmp_path, digits):
     assert query(folder, "SELECT count(*) FROM images") == [(total,)]
     assert query(folder, "SELECT count(*) FROM annotations") == [(0,)]
     assert query(folder, "SELECT status, count(*) FROM image_state GROUP BY status") == [
-        ("unlabeled", total)
+        ("needs_votes", total)
     ]
     paths = {Path(p) for (p,) in query(folder, "SELECT path FROM images")}
     assert {p.parent for p in paths} == {images}

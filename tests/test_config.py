@@ -34,7 +34,8 @@ def test_the_file_groups_settings_in_sections():
     doc = tomllib.loads(CUSTOM.to_toml())
     assert doc["project"] == {"name": CUSTOM.name, "images": CUSTOM.images, "seed": CUSTOM.seed}
     assert doc["labeling"] == {
-        "votes_per_image": 3, "lease_seconds": 90, "strategy": "random", "show_suggestion": True,
+        "votes_per_image": 3, "qa_fraction": 0.1, "qa_votes": 3, "agreement_threshold": 0.6,
+        "blind": True, "lease_seconds": 90, "strategy": "random", "show_suggestion": True,
     }
     assert doc["images"] == {"max_pixels": 1_000_000, "display_size": 512, "thumb_size": 96}
     # Every setting is written once, in one section: nothing is silently left out of the file.

@@ -193,7 +193,9 @@ def test_csv_and_jsonl_rows_carry_path_hash_label_split_and_votes(
 
     as_csv = export(admin_client, format="csv", seed=5)
     assert as_csv.mimetype == "text/csv"
-    assert as_csv.get_data(as_text=True).splitlines()[0] == "path,sha256,label,split,votes,file"
+    assert as_csv.get_data(as_text=True).splitlines()[0] == (
+        "path,sha256,label,split,status,votes,agreement,voters,file"
+    )
     as_jsonl = export(admin_client, format="jsonl", seed=5)
     assert as_jsonl.mimetype == "application/x-ndjson"
     lines = [json.loads(line) for line in as_jsonl.get_data(as_text=True).splitlines()]
@@ -205,6 +207,9 @@ def test_csv_and_jsonl_rows_carry_path_hash_label_split_and_votes(
             assert row["sha256"] == sha256_of(row["path"])
             assert row["split"] in ("train", "val", "test")
             assert int(row["votes"]) == 1
+            assert row["status"] == "agreed" and float(row["agreement"]) == 1.0
+            voters = row["voters"] if isinstance(row["voters"], str) else json.dumps(row["voters"])
+            assert json.loads(voters) == {"ann": row["label"]}
     # Both formats describe the same split.
     assert {r["path"]: r["split"] for r in csv_rows(as_csv)} == {
         r["path"]: r["split"] for r in lines

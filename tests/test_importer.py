@@ -415,7 +415,7 @@ def test_folder_per_class_gives_labels_from_the_import(tmp_path, digits, open_db
         image = rows(db, "SELECT id FROM images WHERE path = ?", [path])[0]
         state = store.state_of(db, image["id"])
         assert (state["status"], class_names[state["class_id"]], state["votes"]) == (
-            "labeled", label, 1
+            "agreed", label, 1
         )
         notes = rows(db, "SELECT kind, class_id, source, user_id FROM annotations"
                          " WHERE image_id = ?", [image["id"]])
@@ -423,7 +423,7 @@ def test_folder_per_class_gives_labels_from_the_import(tmp_path, digits, open_db
                           "user_id": None}]
     for path in loose:
         image = rows(db, "SELECT id FROM images WHERE path = ?", [path])[0]
-        assert store.state_of(db, image["id"])["status"] == "unlabeled"
+        assert store.state_of(db, image["id"])["status"] == "needs_votes"
     queued = rows(db, "SELECT i.path FROM queue q JOIN images i ON i.id = q.image_id")
     assert {r["path"] for r in queued} == set(loose)  # one vote each: labeled ones are done
     assert store.import_run(db, report.import_id)["labeled"] == 31
@@ -444,7 +444,7 @@ def test_a_folder_not_named_like_a_class_imports_unlabeled(tmp_path, digits, ope
     )
     db = open_db(project)
     states = rows(db, "SELECT i.rel_path, s.status FROM images i"
-                      " JOIN image_state s ON s.image_id = i.id WHERE s.status = 'unlabeled'")
+                      " JOIN image_state s ON s.image_id = i.id WHERE s.votes = 0")
     assert sorted(r["rel_path"] for r in states) == [
         "misc/digit-0200.png", "misc/digit-0201.png", "to sort/digit-0300.png"
     ]

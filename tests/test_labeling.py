@@ -155,7 +155,7 @@ def test_an_answer_records_it_and_returns_the_next_card_with_the_one_after(as_us
     assert row["class_id"] == class_id(db, "4")
     assert row["seconds"] == 1.534
     assert undo_id(html) == str(row["id"])
-    assert store.state_of(db, first)["status"] == "labeled"
+    assert store.state_of(db, first)["status"] == "agreed"
 
 
 def test_the_answer_goes_to_the_image_named_in_the_url(as_user, db):
@@ -165,7 +165,7 @@ def test_the_answer_goes_to_the_image_named_in_the_url(as_user, db):
     answer(client, token, second, str(class_id(db, "2")))
     [row] = annotations(db)
     assert row["image_id"] == second
-    assert store.state_of(db, first)["status"] == "unlabeled"
+    assert store.state_of(db, first)["status"] == "needs_votes"
     assert card_images(card(client, token))[0] == first
 
 
@@ -209,7 +209,7 @@ def test_skip_passes_the_image_on_to_others(as_user, db):
     assert first not in card_images(html)
     [row] = annotations(db)
     assert (row["kind"], row["class_id"]) == ("skip", None)
-    assert store.state_of(db, first)["status"] == "unlabeled"
+    assert store.state_of(db, first)["status"] == "needs_votes"
     bob, bob_token = as_user("bob")  # logging in opens the labeling page
     assert card_images(card(bob, bob_token))[0] == first
     for _ in range(5):  # ann keeps going and never sees it again
@@ -221,7 +221,7 @@ def test_unsure_is_an_answer(as_user, db):
     client, token = as_user("ann")
     first, _ = card_images(card(client, token))
     answer(client, token, first, "unsure")
-    assert store.state_of(db, first)["status"] == "unsure"
+    assert store.state_of(db, first)["status"] == "disputed"
     [row] = annotations(db)
     assert (row["kind"], row["class_id"]) == ("unsure", None)
 
@@ -247,7 +247,7 @@ def test_an_unknown_class_is_refused_with_a_message_and_nothing_written(as_user,
         assert response.status_code == 400, choice
         assert f"Unknown class id {choice[:20]}" in response.get_data(as_text=True)
     assert annotations(db) == []
-    assert store.state_of(db, first)["status"] == "unlabeled"
+    assert store.state_of(db, first)["status"] == "needs_votes"
 
 
 def test_a_malformed_choice_is_refused(as_user, db):
@@ -293,7 +293,7 @@ def test_undo_appends_a_retraction_and_shows_the_image_again(as_user, db):
     rows = annotations(db)
     assert len(rows) == 2 and rows[0] == original
     assert (rows[1]["kind"], rows[1]["retracts_id"]) == ("retract", original["id"])
-    assert store.state_of(db, first)["status"] == "unlabeled"
+    assert store.state_of(db, first)["status"] == "needs_votes"
     assert undo_id(html) == ""  # nothing left to undo
 
     # Relabel it: the new answer counts, the undone one does not.
@@ -311,8 +311,8 @@ def test_undo_posted_twice_undoes_once(as_user, db):
     assert client.post("/label/undo", data=undo, headers=htmx_headers(token)).status_code == 200
     assert client.post("/label/undo", data=undo, headers=htmx_headers(token)).status_code == 200
     assert len(annotations(db)) == 3  # two answers, one retraction
-    assert store.state_of(db, first)["status"] == "labeled"
-    assert store.state_of(db, second)["status"] == "unlabeled"
+    assert store.state_of(db, first)["status"] == "agreed"
+    assert store.state_of(db, second)["status"] == "needs_votes"
 
 
 def test_undo_of_someone_elses_answer_is_refused_and_writes_nothing(as_user, db):
@@ -326,7 +326,7 @@ def test_undo_of_someone_elses_answer_is_refused_and_writes_nothing(as_user, db)
     assert response.status_code == 400
     assert "Cannot undo" in response.get_data(as_text=True)
     assert len(annotations(db)) == 1
-    assert store.state_of(db, first)["status"] == "labeled"
+    assert store.state_of(db, first)["status"] == "agreed"
 
 
 def test_undo_with_a_malformed_or_unknown_id_is_refused(as_user, db):

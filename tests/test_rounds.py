@@ -291,7 +291,7 @@ def test_a_vote_during_a_round_is_kept_and_its_image_stays_out_of_the_queue(smal
     assert small.round(round_id)["status"] == "done"
     assert image in small.predictions(round_id)  # it was in the round's snapshot...
     assert image not in small.queue()  # ...but publishing did not put it back
-    assert store.state_of(small.db, image)["status"] == "labeled"
+    assert store.state_of(small.db, image)["status"] == "agreed"
     votes = list(small.db.query("SELECT user_id FROM annotations WHERE image_id = ?", [image]))
     assert votes == [{"user_id": small.user("bob")}]
     handed = store.next_images(small.db, small.user("ann"), n=100)

@@ -89,7 +89,7 @@ def test_answering_releases_the_lease_and_the_image_leaves_the_queue(db):
     store.add_vote(db, ann, first, "label", class_id(db, "3"))
     assert leases_of(db, ann) == {second}
     assert first not in queued(db)
-    assert store.state_of(db, first)["status"] == "labeled"
+    assert store.state_of(db, first)["status"] == "agreed"
     assert store.state_of(db, first)["class_id"] == class_id(db, "3")
     assert first not in store.next_images(db, bob, n=40)
     assert store.next_images(db, ann, n=1) == [second]
@@ -113,7 +113,8 @@ def test_everything_answered_leaves_nothing_to_hand_out(db):
     assert store.next_images(db, ann, n=2) == []
     assert store.next_images(db, bob, n=2) == []
     assert store.images_left(db, ann) == store.images_left(db, bob) == 0
-    assert store.status_counts(db) == {"unlabeled": 0, "labeled": 40, "unsure": 0}
+    assert store.status_counts(db) == {"needs_votes": 0, "agreed": 40, "disputed": 0,
+                                       "adjudicated": 0}
 
 
 def test_a_late_answer_from_a_stale_tab_drops_other_leases_on_that_image(db):
@@ -174,7 +175,7 @@ def test_a_vote_for_an_unknown_class_writes_nothing(db):
             store.add_vote(db, ann, image, "label", bad_class)
         assert store.class_by_id(db, bad_class) is None
     assert annotation_rows(db) == []
-    assert store.state_of(db, image)["status"] == "unlabeled"
+    assert store.state_of(db, image)["status"] == "needs_votes"
 
 
 def test_malformed_votes_are_refused(db):
@@ -191,7 +192,7 @@ def test_skip_keeps_the_image_from_that_user_but_not_from_others(db):
     left_before = store.images_left(db, ann)
     [image] = store.next_images(db, ann, n=1)
     store.add_vote(db, ann, image, "skip")
-    assert store.state_of(db, image)["status"] == "unlabeled"
+    assert store.state_of(db, image)["status"] == "needs_votes"
     assert image in queued(db)
     assert image not in store.next_images(db, ann, n=40)
     assert store.next_images(db, bob, n=1) == [image]
@@ -206,12 +207,12 @@ def test_unsure_counts_as_an_answer(db):
     store.add_vote(db, ann, image, "unsure")
     state = store.state_of(db, image)
     assert (state["status"], state["unsure"], state["votes"], state["class_id"]) == (
-        "unsure", 1, 0, None
+        "disputed", 1, 0, None
     )
     assert image not in queued(db)
     assert image not in store.next_images(db, bob, n=40)
     assert store.count_today(db, ann) == 1
-    assert store.status_counts(db)["unsure"] == 1
+    assert store.status_counts(db)["disputed"] == 1
 
 
 def test_counts_today_and_left_follow_the_answers(db):
@@ -261,7 +262,7 @@ def test_undo_appends_a_retraction_and_leaves_the_answer_untouched(db):
     assert (rows[1]["kind"], rows[1]["retracts_id"], rows[1]["user_id"]) == ("retract", vote, ann)
     assert rows[1]["image_id"] == first
     state = store.state_of(db, first)
-    assert (state["status"], state["votes"], state["class_id"]) == ("unlabeled", 0, None)
+    assert (state["status"], state["votes"], state["class_id"]) == ("needs_votes", 0, None)
     assert first in queued(db)
     assert store.last_answer(db, ann) is None
     # The undone image comes back to ann first, and to nobody else meanwhile.
@@ -281,7 +282,7 @@ def test_undo_twice_with_the_same_id_undoes_once(db):
     assert store.retract(db, ann, newer) is None
     assert len(annotation_rows(db)) == 3
     assert store.last_answer(db, ann)["id"] == older
-    assert store.state_of(db, first)["status"] == "labeled"
+    assert store.state_of(db, first)["status"] == "agreed"
 
 
 def test_undo_of_someone_elses_answer_is_refused_and_writes_nothing(db):
@@ -291,7 +292,7 @@ def test_undo_of_someone_elses_answer_is_refused_and_writes_nothing(db):
     with pytest.raises(store.StoreError, match="not one of yours"):
         store.retract(db, bob, vote)
     assert len(annotation_rows(db)) == 1
-    assert store.state_of(db, image)["status"] == "labeled"
+    assert store.state_of(db, image)["status"] == "agreed"
     assert image not in leases_of(db, bob)
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from sqlite_utils import Database
 
 from .connection import StoreError, is_row_id, now_iso, write
+from .consensus import get_rules
 from .rounds import unranked_priority
 
 NAME_MAX = 64
@@ -81,21 +82,34 @@ def known_hashes(db: Database, hashes: list[str]) -> dict[str, str]:
     return found
 
 
+def is_qa(seed: int, sha256: str, fraction: float) -> bool:
+    """Whether an image belongs to the QA sample: a seeded draw from its content, so the same
+    image is drawn whichever import brings it."""
+    digest = hashlib.sha256(f"qa:{seed}:{sha256}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2**64
+
+
 def add_images(
-    db: Database, import_id: int, images: list[dict], seed: int, votes_needed: int
+    db: Database, import_id: int, images: list[dict], seed: int, votes_needed: int | None = None
 ) -> list[int]:
     """Insert checked images (dicts with sha256, path, rel_path, width, height, format, mode,
     bytes and optional class_id) in one transaction. Images with a class_id get an 'import'
-    label. Returns the new ids, in order. Hashes already present raise StoreError."""
+    label. Each unlabeled image needs the rules' votes_per_image votes (or `votes_needed`),
+    and qa_votes if it is drawn for the QA sample. Returns the new ids, in order. Hashes
+    already present raise StoreError."""
     ids: list[int] = []
     stamp = now_iso()
+    rules = get_rules(db)
+    base_votes = votes_needed or rules.votes_per_image
     with write(db):
         for image in images:
+            qa = image.get("class_id") is None and is_qa(seed, image["sha256"], rules.qa_fraction)
+            votes_needed = max(base_votes, rules.qa_votes) if qa else base_votes
             try:
                 cursor = db.execute(
                     "INSERT INTO images (sha256, path, rel_path, width, height, format, mode,"
-                    " bytes, import_id, added_at, votes_needed, shuffle_key)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " bytes, import_id, added_at, votes_needed, shuffle_key, qa)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         image["sha256"],
                         image["path"],
@@ -109,6 +123,7 @@ def add_images(
                         stamp,
                         votes_needed,
                         shuffle_key(seed, image["sha256"]),
+                        int(qa),
                     ],
                 )
             except sqlite3.IntegrityError as exc:  # a duplicate hash
@@ -119,7 +134,7 @@ def add_images(
             if class_id is None:
                 db.execute(
                     "INSERT INTO image_state (image_id, status, votes, unsure, updated_at)"
-                    " VALUES (?, 'unlabeled', 0, 0, ?)",
+                    " VALUES (?, 'needs_votes', 0, 0, ?)",
                     [image_id, stamp],
                 )
                 db.execute(
@@ -134,8 +149,8 @@ def add_images(
                 )
                 db.execute(
                     "INSERT INTO image_state (image_id, status, class_id, votes, unsure,"
-                    " updated_at) VALUES (?, 'labeled', ?, 1, 0, ?)",
-                    [image_id, class_id, stamp],
+                    " agreement, updated_at) VALUES (?, ?, ?, 1, 0, 1.0, ?)",
+                    [image_id, "needs_votes" if votes_needed > 1 else "agreed", class_id, stamp],
                 )
                 if votes_needed > 1:
                     db.execute(

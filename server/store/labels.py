@@ -6,6 +6,7 @@ import time
 
 from sqlite_utils import Database
 
+from . import consensus
 from .connection import StoreError, is_row_id, now_iso, write
 from .rounds import queue_priority
 
@@ -39,31 +40,42 @@ def _answer_of(db: Database, user_id: int, image_id: int) -> dict | None:
 
 
 def refresh_state(db: Database, image_id: int) -> dict:
-    """Recompute an image's state from its effective annotations and put it in, or take it
-    out of, the queue. Runs inside the caller's write transaction."""
+    """Recompute an image's consensus from its effective votes, any adjudication and review
+    request, and put it in, or take it out of, the annotators' queue. Runs inside the
+    caller's write transaction."""
     rows = list(
         db.query(
-            "SELECT a.kind, a.class_id FROM annotations a WHERE a.image_id = ?"
-            f" AND a.kind IN ('label', 'unsure') AND {EFFECTIVE} ORDER BY a.id",
+            "SELECT a.id, a.kind, a.user_id, a.class_id FROM annotations a WHERE a.image_id = ?"
+            f" AND a.kind IN ('label', 'unsure', 'adjudicate', 'review') AND {EFFECTIVE}"
+            " ORDER BY a.id",
             [image_id],
         )
     )
-    labels = [r["class_id"] for r in rows if r["kind"] == "label"]
+    labels = [(r["user_id"], r["class_id"]) for r in rows if r["kind"] == "label"]
     unsure = sum(1 for r in rows if r["kind"] == "unsure")
-    # Until consensus lands: the latest label given is the image's label.
-    class_id = labels[-1] if labels else None
-    status = "labeled" if labels else ("unsure" if unsure else "unlabeled")
-    db.execute(
-        "INSERT INTO image_state (image_id, status, class_id, votes, unsure, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (image_id) DO UPDATE SET status = excluded.status,"
-        " class_id = excluded.class_id, votes = excluded.votes, unsure = excluded.unsure,"
-        " updated_at = excluded.updated_at",
-        [image_id, status, class_id, len(labels), unsure, now_iso()],
+    final = [r for r in rows if r["kind"] == "adjudicate"]
+    requests = [r for r in rows if r["kind"] == "review"]
+    image = db.execute("SELECT votes_needed FROM images WHERE id = ?", [image_id]).fetchone()
+    rules = consensus.get_rules(db)
+    needed = consensus.votes_needed_now(image[0], rules.votes_per_image, consensus.labelers(db))
+    status, class_id, agreement = consensus.decide(
+        labels, unsure, needed, rules, consensus.latest_annotator_model(db)
     )
-    image = db.execute(
-        "SELECT votes_needed FROM images WHERE id = ?", [image_id]
-    ).fetchone()
-    if len(labels) + unsure >= image[0]:
+    if final and not (requests and requests[-1]["id"] > final[-1]["id"]):
+        status, class_id = "adjudicated", final[-1]["class_id"]
+        decided = len(labels) + unsure
+        agreement = sum(1 for _, c in labels if c == class_id) / decided if decided else None
+    elif requests and (not final or requests[-1]["id"] > final[-1]["id"]):
+        status = "disputed"  # sent to review: a reviewer decides, whatever the votes say
+    db.execute(
+        "INSERT INTO image_state (image_id, status, class_id, votes, unsure, agreement,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (image_id) DO UPDATE SET"
+        " status = excluded.status, class_id = excluded.class_id, votes = excluded.votes,"
+        " unsure = excluded.unsure, agreement = excluded.agreement,"
+        " updated_at = excluded.updated_at",
+        [image_id, status, class_id, len(labels), unsure, agreement, now_iso()],
+    )
+    if status != "needs_votes":
         db.execute("DELETE FROM queue WHERE image_id = ?", [image_id])
         # Others may still hold it (a late answer from a stale tab completed it): their
         # next card must not show an image that needs no more votes.
@@ -73,7 +85,25 @@ def refresh_state(db: Database, image_id: int) -> dict:
             "INSERT OR IGNORE INTO queue (image_id, priority) VALUES (?, ?)",
             [image_id, queue_priority(db, image_id)],
         )
-    return {"status": status, "class_id": class_id, "votes": len(labels), "unsure": unsure}
+    return {"status": status, "class_id": class_id, "votes": len(labels), "unsure": unsure,
+            "agreement": agreement}
+
+
+def refresh_undervoted(db: Database) -> int:
+    """Re-judge every image that has votes but fewer than it asks for: run when the number of
+    people labeling changes (a QA image capped at one vote while one person labeled needs
+    its second vote once a second person starts). Returns how many were re-judged."""
+    ids = [
+        r[0]
+        for r in db.execute(
+            "SELECT s.image_id FROM image_state s JOIN images i ON i.id = s.image_id"
+            " WHERE i.votes_needed > 1 AND s.votes + s.unsure < i.votes_needed"
+            " AND s.votes + s.unsure > 0"
+        )
+    ]
+    for image_id in ids:
+        refresh_state(db, image_id)
+    return len(ids)
 
 
 def add_vote(
@@ -98,6 +128,10 @@ def add_vote(
             raise StoreError(f"no class with id {class_id}")
         if _answer_of(db, user_id, image_id) is not None:
             raise AlreadyAnswered(f"image {image_id} is already answered")
+        newcomer = user_id is not None and db.execute(
+            "SELECT 1 FROM annotations WHERE user_id = ? AND kind IN ('label', 'skip', 'unsure')"
+            " LIMIT 1", [user_id]
+        ).fetchone() is None
         cursor = db.execute(
             "INSERT INTO annotations (image_id, user_id, kind, class_id, source, created_at,"
             " seconds) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -105,6 +139,8 @@ def add_vote(
         )
         db.execute("DELETE FROM leases WHERE image_id = ? AND user_id = ?", [image_id, user_id])
         refresh_state(db, image_id)
+        if newcomer:
+            refresh_undervoted(db)
     return cursor.lastrowid
 
 
@@ -140,8 +176,10 @@ def _hand_back(db: Database, user_id: int, image_id: int, lease_seconds: int) ->
     needs a vote and others' leases leave room: undoing a skip must not hand the user an
     image that was passed on to someone else meanwhile."""
     now = time.time()
+    needed = consensus.votes_needed_sql(consensus.get_rules(db).votes_per_image,
+                                        consensus.labelers(db))
     room = db.execute(
-        "SELECT i.votes_needed - s.votes - s.unsure - (SELECT count(*) FROM leases l"
+        f"SELECT {needed} - s.votes - s.unsure - (SELECT count(*) FROM leases l"
         "   WHERE l.image_id = i.id AND l.user_id != ? AND l.expires_at > ?)"
         " FROM images i JOIN image_state s ON s.image_id = i.id"
         " JOIN queue q ON q.image_id = i.id WHERE i.id = ?",
@@ -188,13 +226,44 @@ def state_of(db: Database, image_id: int) -> dict | None:
     return rows[0] if rows else None
 
 
+def _with_voters(db: Database, rows: list[dict]) -> list[dict]:
+    """Adds each row's effective votes as {voter: class name or 'unsure'}; labels that came
+    with the import appear as '(import)'."""
+    by_image: dict[int, dict] = {}
+    for vote in db.query(
+        "SELECT a.image_id, coalesce(u.name, '(import)') AS voter,"
+        " CASE a.kind WHEN 'unsure' THEN 'unsure' ELSE c.name END AS answer"
+        " FROM annotations a LEFT JOIN users u ON u.id = a.user_id"
+        " LEFT JOIN classes c ON c.id = a.class_id"
+        f" WHERE a.kind IN ('label', 'unsure') AND {EFFECTIVE} ORDER BY a.id"
+    ):
+        by_image.setdefault(vote["image_id"], {})[vote["voter"]] = vote["answer"]
+    for row in rows:
+        row["voters"] = by_image.get(row["id"], {})
+    return rows
+
+
 def labeled_images(db: Database) -> list[dict]:
-    """Every image with a label, for export: original path, hash, label and vote count."""
-    return list(
+    """Every image with a consensus label (agreed or adjudicated), for export: original
+    path, hash, label, status, vote count, agreement and the votes themselves."""
+    return _with_voters(db, list(
         db.query(
-            "SELECT i.id, i.path, i.rel_path, i.sha256, c.name AS label, s.votes"
-            " FROM image_state s JOIN images i ON i.id = s.image_id"
+            "SELECT i.id, i.path, i.rel_path, i.sha256, c.name AS label, s.votes, s.status,"
+            " s.agreement FROM image_state s JOIN images i ON i.id = s.image_id"
             " JOIN classes c ON c.id = s.class_id"
-            " WHERE s.status = 'labeled' ORDER BY i.id"
+            " WHERE s.status IN ('agreed', 'adjudicated') ORDER BY i.id"
         )
-    )
+    ))
+
+
+def disputed_images(db: Database) -> list[dict]:
+    """Images waiting for a reviewer, for the export's report: the votes' leading class
+    (if any), status, agreement and the votes."""
+    return _with_voters(db, list(
+        db.query(
+            "SELECT i.id, i.path, i.rel_path, i.sha256, c.name AS label, s.votes, s.status,"
+            " s.agreement FROM image_state s JOIN images i ON i.id = s.image_id"
+            " LEFT JOIN classes c ON c.id = s.class_id"
+            " WHERE s.status = 'disputed' ORDER BY i.id"
+        )
+    ))

@@ -7,6 +7,7 @@ import time
 from sqlite_utils import Database
 
 from .connection import write
+from .consensus import get_rules, labelers, votes_needed_sql
 from .labels import EFFECTIVE
 
 ANSWERED_BY_ME = (
@@ -22,6 +23,7 @@ def next_images(db: Database, user_id: int, n: int = 2, lease_seconds: int = 300
     now = time.time()
     params = {"user": user_id, "now": now, "n": n}
     with write(db):
+        needed = votes_needed_sql(get_rules(db).votes_per_image, labelers(db))
         db.execute("DELETE FROM leases WHERE expires_at <= ?", [now])
         held = [
             row[0]
@@ -44,7 +46,7 @@ def next_images(db: Database, user_id: int, n: int = 2, lease_seconds: int = 300
                     "   AND l.user_id = :user)"
                     f" AND NOT {ANSWERED_BY_ME.format(image='q.image_id')}"
                     " AND s.votes + s.unsure + (SELECT count(*) FROM leases l"
-                    "   WHERE l.image_id = q.image_id) < i.votes_needed"
+                    f"   WHERE l.image_id = q.image_id) < {needed}"
                     " ORDER BY q.priority, q.image_id LIMIT :n",
                     params,
                 )

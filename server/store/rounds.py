@@ -124,10 +124,11 @@ def fail_stale_rounds(db: Database, stale_seconds: float) -> list[int]:
 
 
 def training_set(db: Database) -> list[dict]:
-    """Labeled images and their label (the latest label until consensus lands)."""
+    """Images with a consensus label (agreed or adjudicated) and that label: only these
+    train the model."""
     return list(db.query(
         "SELECT i.id, i.path, s.class_id FROM image_state s JOIN images i ON i.id = s.image_id"
-        " WHERE s.status = 'labeled' ORDER BY i.id"
+        " WHERE s.status IN ('agreed', 'adjudicated') ORDER BY i.id"
     ))
 
 

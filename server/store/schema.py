@@ -176,3 +176,41 @@ def m002_rounds(db: Database) -> None:
         foreign_keys=[("round_id", "rounds", "id")],
     )
     db["predictions"].create_index(["image_id", "round_id"])
+
+
+@migrations()
+def m003_consensus(db: Database) -> None:
+    # Several votes per image: the consensus status replaces 'labeled/unsure/unlabeled'.
+    #   needs_votes: fewer decided votes than the image needs (none at all included)
+    #   agreed:      enough votes, and they agree (the label trains and exports)
+    #   disputed:    a tie, agreement below the threshold, an unsure vote, or a review request
+    #   adjudicated: a reviewer gave the final label (trains and exports)
+    db["image_state"].add_column("agreement", float)  # votes for the label / decided votes
+    db.execute(
+        "UPDATE image_state SET status = CASE status WHEN 'labeled' THEN 'agreed'"
+        " WHEN 'unsure' THEN 'disputed' ELSE 'needs_votes' END"
+    )
+    db.execute("UPDATE image_state SET agreement = 1.0 WHERE status = 'agreed'")
+    # Images drawn for the QA sample (more votes than the norm, so agreement is measured).
+    db["images"].add_column("qa", int, not_null_default=0)
+    # The consensus rules in force, copied from activelabel.toml by whoever opens the project
+    # (server, worker, CLI), so every process judges votes the same way.
+    db["rules"].create({"key": str, "value": str}, pk="key")
+    # Gold images: the admin's known answer. Append-only; the latest row per image counts,
+    # a NULL class takes the image out of the gold set.
+    db["gold"].create(
+        {"id": int, "image_id": int, "class_id": int, "user_id": int, "created_at": str},
+        pk="id",
+        not_null={"image_id", "created_at"},
+        foreign_keys=[("image_id", "images", "id"), ("class_id", "classes", "id"),
+                      ("user_id", "users", "id")],
+    )
+    db["gold"].create_index(["image_id"])
+    # Annotator quality (Dawid-Skene) fitted over all votes: each fit is a new row, the
+    # latest is used to weigh votes.
+    db["annotator_models"].create(
+        {"id": int, "created_at": str, "votes": int, "trusted": int, "model": str},
+        pk="id",
+        not_null={"created_at", "model"},
+    )
+    db["annotations"].create_index(["kind", "image_id"])

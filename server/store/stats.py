@@ -7,6 +7,7 @@ from statistics import median
 
 from sqlite_utils import Database
 
+from .consensus import STATUSES
 from .labels import EFFECTIVE
 
 
@@ -21,19 +22,20 @@ def count_today(db: Database, user_id: int) -> int:
 
 
 def status_counts(db: Database) -> dict[str, int]:
-    counts = {"unlabeled": 0, "labeled": 0, "unsure": 0}
+    """Images per consensus status (needs_votes, agreed, disputed, adjudicated)."""
+    counts = dict.fromkeys(STATUSES, 0)
     for row in db.query("SELECT status, count(*) AS n FROM image_state GROUP BY status"):
         counts[row["status"]] = row["n"]
     return counts
 
 
 def class_counts(db: Database) -> list[dict]:
-    """Per class: labeled images, and how many of those labels came with the import."""
+    """Per class: images whose consensus label (agreed or adjudicated) is that class."""
     return list(
         db.query(
             "SELECT c.id, c.name, count(s.image_id) AS images"
             " FROM classes c LEFT JOIN image_state s"
-            "   ON s.class_id = c.id AND s.status = 'labeled'"
+            "   ON s.class_id = c.id AND s.status IN ('agreed', 'adjudicated')"
             " GROUP BY c.id ORDER BY c.position"
         )
     )

@@ -8,7 +8,7 @@ from sqlite_utils import Database
 
 from .connection import StoreError, now_iso, write
 
-ROLES = ("admin", "annotator")
+ROLES = ("admin", "reviewer", "annotator")
 NAME_MAX = 64
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import admin, annotate, auth, errors, export, images, rounds
+from . import admin, agreement, annotate, auth, errors, export, images, review, rounds
 from .context import close_db
 
 
@@ -12,5 +12,5 @@ def register(app: Flask) -> None:
     auth.init_app(app)
     errors.init_app(app)
     app.teardown_appcontext(close_db)
-    for module in (auth, annotate, images, admin, export, rounds):
+    for module in (auth, annotate, images, admin, export, rounds, review, agreement):
         app.register_blueprint(module.bp)

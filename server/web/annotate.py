@@ -51,6 +51,12 @@ def _card(status: int = 200):
     }
     if upcoming and project.config.show_suggestion:
         context["suggestion"] = latest_prediction(db, upcoming[0])
+    if upcoming and not project.config.blind:  # the admin lets annotators see others' votes
+        context["others"] = [
+            v for v in store.image_votes(db, upcoming[0])
+            if v["user_id"] != current_user.id and v["kind"] in ("label", "unsure")
+            and not v["undone"]
+        ]
     template = "_card.html" if request.headers.get("HX-Request") == "true" else "label.html"
     return render_template(template, **context), status
 

@@ -1,4 +1,7 @@
-"""Export (admin only): GET /export?format=imagefolder|csv|jsonl&split=0.8,0.1,0.1&seed=N"""
+"""Export (admin only): GET /export?format=imagefolder|csv|jsonl|disputed&split=0.8,0.1,0.1&seed=N
+
+Only consensus labels (agreed or adjudicated) are exported; the zip carries DISPUTED.csv
+listing the images still disputed, and format=disputed gives that report alone."""
 
 from __future__ import annotations
 
@@ -14,29 +17,35 @@ from .context import get_db, get_project
 bp = Blueprint("export", __name__)
 
 MIMETYPES = {
+    "disputed": "text/csv; charset=utf-8",
     "imagefolder": "application/zip",
     "csv": "text/csv; charset=utf-8",
     "jsonl": "application/x-ndjson; charset=utf-8",
 }
-SUFFIXES = {"imagefolder": "zip", "csv": "csv", "jsonl": "jsonl"}
+SUFFIXES = {"imagefolder": "zip", "csv": "csv", "jsonl": "jsonl", "disputed": "csv"}
 
 
 @bp.get("/export")
 @login_required("admin")
 def download():
     project = get_project()
+    requested = request.args.get("format", "imagefolder")
     try:
-        fmt = exporter.parse_format(request.args.get("format", "imagefolder"))
+        fmt = "disputed" if requested == "disputed" else exporter.parse_format(requested)
         fractions = exporter.parse_split(request.args.get("split", "0.8,0.1,0.1"))
         seed = exporter.parse_seed(request.args.get("seed"), project.config.seed)
     except exporter.ExportError as exc:
         abort(400, f"Cannot export: {exc}.")
-    rows = exporter.assign_splits(store.labeled_images(get_db()), fractions, seed)
-    chunks = {
-        "imagefolder": exporter.zip_chunks,
-        "csv": exporter.csv_chunks,
-        "jsonl": exporter.jsonl_chunks,
-    }[fmt](rows)
+    disputed = store.disputed_images(get_db())
+    if fmt == "disputed":
+        chunks = iter([exporter.disputed_csv(disputed)])
+    else:
+        rows = exporter.assign_splits(store.labeled_images(get_db()), fractions, seed)
+        chunks = {
+            "imagefolder": lambda r: exporter.zip_chunks(r, disputed=disputed),
+            "csv": exporter.csv_chunks,
+            "jsonl": exporter.jsonl_chunks,
+        }[fmt](rows)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", project.config.name) or "export"
     filename = f"{safe_name}-{stamp}.{SUFFIXES[fmt]}"

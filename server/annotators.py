@@ -1,0 +1,142 @@
+"""How far annotators agree and how much to trust each of them: the store's votes through
+`server.agreement`'s measures. Used by the agreement page, the CLI and each round (which
+refits the annotator model before it takes the consensus labels)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from statistics import median
+
+import numpy as np
+from sqlite_utils import Database
+
+from . import agreement, store
+
+IMPORT = "import"  # the annotator key of labels that came with the images
+
+
+def _key(user_id: int | None) -> str:
+    return IMPORT if user_id is None else str(user_id)
+
+
+def _triples(db: Database) -> tuple[list[tuple[int, str, int]], list[dict]]:
+    classes = store.classes(db)
+    index = {c["id"]: i for i, c in enumerate(classes)}
+    return [(image, _key(user), index[c]) for image, user, c in store.all_votes(db)], classes
+
+
+def fit_annotator_model(db: Database) -> dict | None:
+    """Fit Dawid-Skene over every vote (gold images clamped to their known answer), store it,
+    and re-judge every image with several votes under it. The model weighs votes only when
+    `trusted`: every annotator shares enough images with others; until then consensus stays
+    the plain majority. Returns the stored model, or None when fewer than two people voted."""
+    triples, classes = _triples(db)
+    people = {a for _, a, _ in triples if a != IMPORT}
+    if len(people) < 2 or not classes:
+        return None
+    index = {c["id"]: i for i, c in enumerate(classes)}
+    gold = {image: index[c] for image, c in store.gold_answers(db).items()}
+    fitted = agreement.dawid_skene(triples, len(classes), gold=gold)
+    trusted = agreement.weights_trustworthy([t for t in triples if t[1] != IMPORT])
+    model = {
+        "class_ids": [c["id"] for c in classes],
+        "priors": fitted.priors.tolist(),
+        "confusions": {a: m.tolist() for a, m in fitted.confusion_by_annotator().items()},
+        "accuracies": fitted.accuracy_by_annotator(),
+        "trusted": trusted,
+    }
+    store.save_annotator_model(db, model, len(triples), trusted)
+    store.refresh_multivote(db)
+    return model
+
+
+@dataclass
+class AnnotatorRow:
+    user_id: int
+    name: str
+    role: str
+    labels: int
+    median_seconds: float | None
+    agreement: float | None  # share of their votes equal to the consensus label
+    estimated_accuracy: float | None  # Dawid-Skene, from the latest fitted model
+    gold_votes: int
+    gold_accuracy: float | None
+
+
+@dataclass
+class AgreementReport:
+    classes: list[dict]
+    statuses: dict[str, int]
+    votes: int
+    overlap_images: int  # images with two or more votes
+    fleiss: agreement.FleissKappa | None
+    alpha: float | None
+    annotators: list[AnnotatorRow]
+    kappas: dict[tuple[str, str], agreement.PairKappa] = field(default_factory=dict)
+    confusion: np.ndarray | None = None  # between annotators, summed over ordered pairs
+    model: dict | None = None
+    weighted: bool = False
+
+
+def agreement_report(db: Database) -> AgreementReport:
+    triples, classes = _triples(db)
+    k = len(classes)
+    users = {u["id"]: u for u in store.list_users(db)}
+    names = {str(uid): u["name"] for uid, u in users.items()} | {IMPORT: "(import)"}
+    counts: dict[int, int] = {}
+    for image, _, _ in triples:
+        counts[image] = counts.get(image, 0) + 1
+    overlap = sum(1 for n in counts.values() if n >= 2)
+    fleiss = alpha = None
+    kappas: dict[tuple[str, str], agreement.PairKappa] = {}
+    confusion = None
+    if overlap and k:
+        fleiss = agreement.fleiss_kappa(triples, k)
+        alpha = agreement.krippendorff_alpha(triples, k)
+        kappas = {
+            (names.get(a, a), names.get(b, b)): value
+            for (a, b), value in agreement.cohen_kappa_pairs(triples).items()
+        }
+        confusion = agreement.pairwise_confusion(triples, k)
+    index = {c["id"]: i for i, c in enumerate(classes)}
+    consensus = {image: index[c] for image, c in store.consensus_labels(db).items()}
+    with_consensus = agreement.agreement_with_consensus(triples, consensus) if triples else {}
+    gold = {image: index[c] for image, c in store.gold_answers(db).items()}
+    model = store.latest_annotator_model(db)
+    accuracies = (model or {}).get("accuracies", {})
+    seconds = store.annotator_seconds(db)
+    rows = []
+    for uid, user in sorted(users.items(), key=lambda item: item[1]["name"]):
+        mine = [(image, label) for image, a, label in triples if a == str(uid)]
+        on_gold = [label == gold[image] for image, label in mine if image in gold]
+        rows.append(AnnotatorRow(
+            user_id=uid,
+            name=user["name"],
+            role=user["role"],
+            labels=len(mine),
+            median_seconds=round(median(seconds[uid]), 1) if seconds.get(uid) else None,
+            agreement=_share(with_consensus.get(str(uid))),
+            estimated_accuracy=accuracies.get(str(uid)),
+            gold_votes=len(on_gold),
+            gold_accuracy=sum(on_gold) / len(on_gold) if on_gold else None,
+        ))
+    return AgreementReport(
+        classes=classes,
+        statuses=store.status_counts(db),
+        votes=len(triples),
+        overlap_images=overlap,
+        fleiss=fleiss,
+        alpha=alpha,
+        annotators=rows,
+        kappas=kappas,
+        confusion=confusion,
+        model=model,
+        weighted=bool(model and model.get("trusted")),
+    )
+
+
+def _share(value) -> float | None:
+    """agreement_with_consensus gives a share or an object carrying one."""
+    if value is None:
+        return None
+    return getattr(value, "share", value)
