@@ -3,7 +3,9 @@
 For each pool size: a real project database with that many images, 2,000 of them labeled
 (10 classes), synthetic 1,280-d float16 embeddings written to the learner's real cache (so
 nothing is decoded), then `run_round` exactly as the worker runs it: fit the head, predict
-the pool, rank it (margin), store predictions and switch the queue in one transaction.
+the pool, rank it (margin), store predictions and switch the queue in one transaction, then
+add the cross-validated accuracy estimate (after annotators already have the new ranking).
+Prints the seconds until the queue switched, the seconds with the estimate, and peak memory.
 
     python bench/round_latency.py [--sizes 20000,100000,1000000]
 """
@@ -11,6 +13,8 @@ the pool, rank it (margin), store predictions and switch the queue in one transa
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -77,14 +81,18 @@ def main() -> None:
             first = store.next_images(db, 1, n=1) if store.get_user(db, 1) else None
             pool = round_store.get_round(db, round_id)["pool_size"]
             db.conn.close()
-            results.append((size, seconds))
-            print(f"pool {size:>9,}: round {seconds:6.2f} s (ranked {pool:,}, "
-                  f"{summary['labels_used']} labels, cv accuracy {summary['accuracy']:.3f});"
-                  f" setup {setup:.0f} s", flush=True)
+            ranked = summary["ranked_seconds"]
+            results.append((size, ranked))
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"pool {size:>9,}: queue switched after {ranked:5.2f} s, with the estimate"
+                  f" {seconds:5.2f} s (ranked {pool:,}, {summary['labels_used']} labels,"
+                  f" cv accuracy {summary['accuracy']:.3f}); setup {setup:.0f} s;"
+                  f" peak memory so far {peak:,.0f} MB", flush=True)
             del first
     if len(results) > 1:
         (n0, t0), (n1, t1) = results[0], results[-1]
-        print(f"growth: {n1 / n0:.0f}x the pool took {t1 / t0:.1f}x the time")
+        print(f"growth: {n1 / n0:.0f}x the pool took {t1 / t0:.1f}x the time to switch the queue")
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end")
     print("reproduce: python bench/round_latency.py " + " ".join(sys.argv[1:]))
 
 

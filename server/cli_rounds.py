@@ -142,7 +142,8 @@ def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
     """Simulated annotators label a copy of PROJECT through the running product (its web
     server and worker), retraining every batch; writes the learning curve on held-out
     images as CSV and PNG, and how often the images' consensus equals the oracle
-    (consensus.csv, annotators.csv). PROJECT itself is not changed."""
+    (consensus.csv, where a disputed image counts as wrong: it has no label; and each
+    simulated annotator's votes in annotators.csv). PROJECT itself is not changed."""
     import strategies
 
     from .live_server import SimulationError, stopping_on_sigterm

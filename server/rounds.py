@@ -136,7 +136,7 @@ def _run_started(db, project: Project, round_id: int, learner: Learner | None) -
         reporter.stage("fit")(0.0, f"training on {len(labeled)} labels")
         fitted = learner.fit([r["id"] for r in labeled], [r["path"] for r in labeled],
                              [r["class_id"] for r in labeled], reporter.stage("fit"),
-                             pool_ids=[r["id"] for r in pool])
+                             pool_ids=[r["id"] for r in pool], estimate=False)
         reporter.stage("predict")(0.0, f"predicting {len(pool)} images")
         probs, embeddings = learner.predict_proba(
             fitted, [r["id"] for r in pool], [r["path"] for r in pool], reporter.stage("predict")
@@ -144,7 +144,8 @@ def _run_started(db, project: Project, round_id: int, learner: Learner | None) -
         reporter.stage("rank")(0.0, f"ranking with {row['strategy']}")
         rng = np.random.default_rng([project.config.seed, round_id])
         order, scores = strategy(probs, embeddings, len(pool), rng)
-        return publish(db, round_id, pool, fitted, probs, order, scores, started, len(failed))
+        summary = publish(db, round_id, pool, fitted, probs, order, scores, started,
+                          len(failed))
     except Exception as exc:
         expected = isinstance(exc, (LearnerError, store.StoreError, UnknownStrategy))
         round_store.fail_round(db, round_id, str(exc) if expected else
@@ -152,6 +153,29 @@ def _run_started(db, project: Project, round_id: int, learner: Learner | None) -
         if not expected:
             traceback.print_exc()
         raise
+    return _estimate(db, round_id, learner, fitted, labeled, summary, started)
+
+
+def _estimate(db, round_id: int, learner: Learner, fitted, labeled: list[dict], summary: dict,
+              started: float) -> dict:
+    """The cross-validated accuracy, computed once annotators already have the new ranking
+    (it takes longer than the rest of a head round). A failure here leaves the round done,
+    with no estimate and the reason in its message."""
+    summary["ranked_seconds"] = summary["seconds"]
+    try:
+        learner.estimate(fitted, [r["id"] for r in labeled], [r["class_id"] for r in labeled])
+    except Exception as exc:  # the ranking is published; only the estimate is missing
+        traceback.print_exc()
+        summary["message"] = f"done; no accuracy estimate: {type(exc).__name__}: {exc}"
+        round_store.record_estimate(db, round_id, None, {}, summary["message"])
+        return summary
+    classes = {c["id"]: c["name"] for c in store.classes(db)}
+    summary["accuracy"] = fitted.cv_accuracy
+    summary["per_class"] = {classes[c]: a for c, a in fitted.per_class_accuracy.items()}
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    round_store.record_estimate(db, round_id, fitted.cv_accuracy, summary["per_class"], None,
+                                summary["seconds"])
+    return summary
 
 
 def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray,

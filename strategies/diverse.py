@@ -31,7 +31,7 @@ def query_cluster_margin(probs, embeddings, k: int, rng: np.random.Generator) ->
     if embeddings is None or n <= BATCH:
         return top_k(scores, k, rng)
     candidates, _ = top_k(scores, min(n, BATCH * CANDIDATES_PER_PICK), rng)
-    points = np.asarray(embeddings, dtype=np.float32)[candidates]
+    points = np.asarray(embeddings[candidates], dtype=np.float32)
     # Identical images have identical embeddings; k-means cannot make more clusters than
     # there are distinct points (it warns and leaves clusters empty).
     distinct = len(np.unique(points, axis=0))

@@ -343,7 +343,8 @@ def test_simulated_mistakes_follow_the_accuracy_and_the_seed():
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("1.2", "accuracy 1.2 is not between 0 and 1"), ("0.9,,0.8", "expected accuracies separated by commas"),
+    [("1.2", "accuracy 1.2 is not between 0 and 1"),
+     ("0.9,,0.8", "expected accuracies separated by commas"),
      ("0.9,good", "'good' is not a number")],
 )
 def test_bad_annotator_accuracies(digits_project, tmp_path, runner, value, message):

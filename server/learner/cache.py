@@ -75,12 +75,14 @@ class EmbeddingCache:
         self.vectors[ids] = vectors.astype(np.float16)
         self.filled[ids] = 1
 
-    def get(self, ids: np.ndarray) -> np.ndarray:
-        """float32 rows for `ids`; every id must be filled."""
+    def get(self, ids: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """Rows for `ids` (float32, or as stored with dtype=np.float16: half the memory for
+        a big pool); every id must be filled."""
         ids = np.asarray(ids, dtype=np.int64)
-        if len(self.missing(ids)):
-            raise KeyError(f"{len(self.missing(ids))} images have no embedding yet")
-        return np.asarray(self.vectors[ids], dtype=np.float32)
+        missing = self.missing(ids)
+        if len(missing):
+            raise KeyError(f"{len(missing)} images have no embedding yet")
+        return np.asarray(self.vectors[ids], dtype=dtype)
 
     def flush(self) -> None:
         for array in (self.vectors, self.filled):

@@ -306,16 +306,19 @@ def review_count(db: Database) -> int:
     return db.execute("SELECT count(*) FROM image_state WHERE status = 'disputed'").fetchone()[0]
 
 
-def refresh_multivote(db: Database) -> int:
-    """Re-judge every image with more than one vote (after a new annotator model: weighted
-    votes can change a consensus). Returns how many were re-judged."""
-    from .labels import refresh_state
+def refresh_multivote(db: Database, chunk: int = 500) -> int:
+    """Re-judge every image whose votes name more than one class (after a new annotator
+    model: weighted votes can change only those), `chunk` images per transaction so
+    annotators' votes are never held up for long. Returns how many were re-judged."""
+    from .labels import EFFECTIVE, refresh_state
 
-    with write(db):
-        ids = [r[0] for r in db.execute(
-            "SELECT image_id FROM image_state WHERE votes + unsure > 1")]
-        for image_id in ids:
-            refresh_state(db, image_id)
+    ids = [r[0] for r in db.execute(
+        "SELECT a.image_id FROM annotations a WHERE a.kind = 'label'"
+        f" AND {EFFECTIVE} GROUP BY a.image_id HAVING count(DISTINCT a.class_id) > 1")]
+    for start in range(0, len(ids), chunk):
+        with write(db):
+            for image_id in ids[start:start + chunk]:
+                refresh_state(db, image_id)
     return len(ids)
 
 

@@ -172,11 +172,17 @@ def publish_round(
             " VALUES (?, ?, ?, ?, ?, ?)",
             rows,
         )
+        # Ranked images take their rank; any other image still queued (one that arrived
+        # or came back after the snapshot) goes after them, in its seeded order.
         db.execute(
-            "UPDATE queue SET priority = coalesce((SELECT p.rank FROM predictions p"
-            "  WHERE p.round_id = ? AND p.image_id = queue.image_id),"
-            " (SELECT ? + i.shuffle_key / ? FROM images i WHERE i.id = queue.image_id))",
-            [round_id, UNRANKED, KEY_SCALE],
+            "UPDATE queue SET priority = i.shuffle_key / ? + ? FROM images i"
+            " WHERE i.id = queue.image_id",
+            [KEY_SCALE, UNRANKED],
+        )
+        db.execute(
+            "UPDATE queue SET priority = p.rank FROM predictions p"
+            " WHERE p.round_id = ? AND p.image_id = queue.image_id",
+            [round_id],
         )
         db.execute(
             "UPDATE rounds SET status = 'done', finished_at = ?, progress = 1, message = ?,"
@@ -188,6 +194,17 @@ def publish_round(
                 json.dumps(summary.get("per_class", {})), summary.get("mode"),
                 summary.get("seconds"), round_id,
             ],
+        )
+
+
+def record_estimate(db: Database, round_id: int, accuracy: float | None, per_class: dict,
+                    message: str | None = None, seconds: float | None = None) -> None:
+    """Add a finished round's cross-validated accuracy (computed after it published)."""
+    with write(db):
+        db.execute(
+            "UPDATE rounds SET accuracy = ?, per_class = ?, message = coalesce(?, message),"
+            " seconds = coalesce(?, seconds) WHERE id = ?",
+            [accuracy, json.dumps(per_class), message, seconds, round_id],
         )
 
 

@@ -150,6 +150,11 @@ def _wait_text(seconds: float) -> str:
     return f"{math.ceil(seconds / 60)} minutes"
 
 
+# Where each role lands after logging in. A reviewer starts on the review queue: opening the
+# labeling page would lease images and keep them from annotators.
+LANDING = {"admin": "admin.index", "reviewer": "review.index"}
+
+
 def login_required(*roles: str):
     """Require a logged-in user, and one of `roles` if any are given."""
 
@@ -212,9 +217,7 @@ def login():
         elif verify_password(row["password_hash"], password):
             throttle.succeeded(name, address)
             login_user(User(row))
-            default = url_for("admin.index") if row["role"] == "admin" else url_for(
-                "annotate.label"
-            )
+            default = url_for(LANDING.get(row["role"], "annotate.label"))
             return redirect(_safe_next(request.args.get("next")) or default)
         throttle.failed(name, address)
         flash("Unknown user name or wrong password.", "error")
@@ -236,4 +239,4 @@ def logout():
 @bp.get("/")
 @login_required()
 def home():
-    return redirect(url_for("admin.index" if current_user.is_admin else "annotate.label"))
+    return redirect(url_for(LANDING.get(current_user.role, "annotate.label")))
