@@ -8,6 +8,11 @@ a subprocess, and has each annotator thread log in, then loop: answer the curren
 (POST /label/<id>, htmx) which returns the next card. Prints p50/p95/p99 latency of 'next
 image' (GET /label) and 'submit label', requests/s, errors, 'database is locked' answers,
 and images handed to two annotators at once. No timing is asserted anywhere.
+
+Then a second window of the same length with rounds running beside the annotators: the
+cache gets synthetic 1,280-d embeddings for every image (nothing is decoded, as in
+bench/round_latency.py) and `activelabel retrain` runs one round after another in its own
+process, as the worker would, fitting on the labels given so far and switching the queue.
 """
 
 from __future__ import annotations
@@ -77,8 +82,9 @@ class Stats:
         self.submit_ms: list[float] = []
         self.errors: dict[str, int] = {}
         self.locked = 0
-        self.holder: dict[int, str] = {}  # image id -> annotator showing it now
-        self.double = 0
+        self.holders: dict[int, set[str]] = {}  # image id -> annotators showing it now
+        self.needed: dict[int, int] = {}  # image id -> votes it needs (QA images: more)
+        self.double = 0  # times an image was on more screens at once than it needs votes
         self.answered_by: dict[int, set[str]] = {}
 
     def error(self, what: str) -> None:
@@ -118,15 +124,15 @@ def annotator(base: str, name: str, stop: float, stats: Stats) -> None:
                 return
             current = ids[0]
             with stats.lock:
-                other = stats.holder.get(current)
-                if other is not None and other != name:
+                showing = stats.holders.setdefault(current, set())
+                showing.add(name)
+                if len(showing) > stats.needed.get(current, 1):
                     stats.double += 1
-                stats.holder[current] = name
             started = time.perf_counter()
             call(f"/label/{current}", {"choice": str(1 + current % CLASSES)}, headers)
             with stats.lock:
                 stats.submit_ms.append((time.perf_counter() - started) * 1000)
-                stats.holder.pop(current, None)
+                stats.holders.get(current, set()).discard(name)
                 stats.answered_by.setdefault(current, set()).add(name)
         except urllib.error.HTTPError as exc:
             text = exc.read().decode(errors="replace")
@@ -139,12 +145,70 @@ def annotator(base: str, name: str, stop: float, stats: Stats) -> None:
             stats.error(type(exc).__name__)
 
 
+def measure(base: str, names: list[str], seconds: float,
+            needed: dict[int, int]) -> tuple[Stats, float]:
+    """Every annotator labels for `seconds`; returns their latencies and the wall time."""
+    stats = Stats()
+    stats.needed = needed
+    stop = time.monotonic() + seconds
+    threads = [threading.Thread(target=annotator, args=(base, n, stop, stats)) for n in names]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return stats, time.perf_counter() - began
+
+
+def fill_embeddings(project: Project, size: int, dim: int = 1280, seed: int = 0) -> None:
+    """Synthetic embeddings for every image, straight into the learner's cache."""
+    import numpy as np
+
+    from server.rounds import make_learner
+
+    cache = make_learner(project).cache()
+    rng = np.random.default_rng(seed)
+    for start in range(1, size + 1, 50_000):
+        stop = min(size + 1, start + 50_000)
+        cache.put(np.arange(start, stop),
+                  np.abs(rng.normal(size=(stop - start, dim))).astype(np.float16))
+    cache.flush()
+
+
+class RoundLoop:
+    """`activelabel retrain` again and again in a subprocess, until stopped."""
+
+    def __init__(self, root: Path, log: Path):
+        self.root, self.log = root, log
+        self.stopping = threading.Event()
+        self.finished = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.log.open("ab") as out:
+            while not self.stopping.is_set():
+                code = subprocess.call(
+                    [sys.executable, "-m", "server", "retrain", str(self.root)],
+                    stdout=out, stderr=subprocess.STDOUT)
+                self.finished += code == 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> int:
+        self.stopping.set()
+        self.thread.join()
+        return self.finished
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--annotators", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=8, help="waitress request threads")
+    parser.add_argument("--no-rounds", dest="rounds", action="store_false",
+                        help="Skip the second window, with rounds running.")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="activelabel-load-") as tmp:
@@ -174,16 +238,22 @@ def main() -> None:
                         break
                 except OSError:
                     time.sleep(0.2)
-            stats = Stats()
-            stop = time.monotonic() + args.seconds
-            threads = [threading.Thread(target=annotator, args=(base, n, stop, stats))
-                       for n in names]
-            began = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.perf_counter() - began
+            check = store.connect(project.db_path, migrate=False)
+            needed = dict(check.execute("SELECT id, votes_needed FROM images").fetchall())
+            qa = sum(1 for v in needed.values() if v > 1)
+            check.conn.close()
+            stats, elapsed = measure(base, names, args.seconds, needed)
+            windows = [("annotators only", stats, elapsed, 0)]
+            if args.rounds:
+                fill_embeddings(project, args.images)
+                rounds = RoundLoop(root, Path(tmp) / "rounds.log")
+                rounds.start()
+                try:
+                    during, elapsed2 = measure(base, names, args.seconds, needed)
+                finally:
+                    done = rounds.stop()
+                windows.append((f"with rounds running ({done} finished)", during, elapsed2,
+                                done))
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
@@ -191,26 +261,32 @@ def main() -> None:
 
         check = store.connect(project.db_path, migrate=False)
         twice = check.execute(
-            "SELECT count(*) FROM (SELECT image_id FROM annotations WHERE kind = 'label'"
-            " GROUP BY image_id HAVING count(*) > 1)").fetchone()[0]
+            "SELECT count(*) FROM (SELECT a.image_id FROM annotations a JOIN images i"
+            " ON i.id = a.image_id WHERE a.kind = 'label' GROUP BY a.image_id"
+            " HAVING count(*) > max(i.votes_needed, 1))").fetchone()[0]
         integrity = check.execute("PRAGMA integrity_check").fetchone()[0]
         check.conn.close()
 
-    requests = len(stats.next_ms) + len(stats.submit_ms)
-    print(f"{args.annotators} annotators, {args.images} images, {elapsed:.1f} s,"
+    print(f"{args.annotators} annotators, {args.images} images ({qa} in the QA sample, which"
+          f" several annotators label), {args.seconds:.0f} s per window,"
           f" waitress threads {args.threads}, load average {os.getloadavg()[0]:.2f}"
           f" on {os.cpu_count()} CPUs")
-    for label, values in (("next image (GET /label)", stats.next_ms),
-                          ("submit label (POST /label/<id>)", stats.submit_ms)):
-        print(f"  {label:<34} n={len(values):>6}  p50 {percentile(values, 50):7.1f} ms"
-              f"  p95 {percentile(values, 95):7.1f} ms  p99 {percentile(values, 99):7.1f} ms"
-              f"  mean {statistics.fmean(values) if values else float('nan'):7.1f} ms")
-    print(f"  requests/s {requests / elapsed:.1f}  labels/s {len(stats.submit_ms) / elapsed:.1f}")
-    print(f"  errors {sum(stats.errors.values())} {stats.errors or ''}")
-    print(f"  'database is locked' answers {stats.locked};"
-          f" in the server log {server_log.count('database is locked')}")
-    print(f"  images shown to two annotators at once {stats.double};"
-          f" images labeled twice {twice}; integrity_check {integrity}")
+    for title, stats, elapsed, _ in windows:
+        requests = len(stats.next_ms) + len(stats.submit_ms)
+        print(f" {title}:")
+        for label, values in (("next image (GET /label)", stats.next_ms),
+                              ("submit label (POST /label/<id>)", stats.submit_ms)):
+            print(f"  {label:<34} n={len(values):>6}  p50 {percentile(values, 50):7.1f} ms"
+                  f"  p95 {percentile(values, 95):7.1f} ms  p99 {percentile(values, 99):7.1f} ms"
+                  f"  mean {statistics.fmean(values) if values else float('nan'):7.1f} ms")
+        print(f"  requests/s {requests / elapsed:.1f}  labels/s"
+              f" {len(stats.submit_ms) / elapsed:.1f}")
+        print(f"  errors {sum(stats.errors.values())} {stats.errors or ''}")
+        print(f"  'database is locked' answers {stats.locked}; images on more screens at once"
+              f" than they need votes {stats.double}")
+    print(f" in the server log 'database is locked' {server_log.count('database is locked')};"
+          f" images with more labels than they need votes {twice}; integrity_check {integrity}")
+    print("reproduce: python bench/load.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ def load_user(user_id: str) -> User | None:
 def unauthorized() -> Response:
     """Not logged in, or the session expired. An htmx request is told to load the login
     page; its form post was not recorded, and the page says so."""
-    target = url_for("auth.login", next=_return_path(), expired=1)
+    # The home page is where a first visit lands: no "expired" there, just the login form.
+    target = url_for("auth.login", next=_return_path(), expired=1 if request.path != "/" else None)
     if request.headers.get("HX-Request") == "true":
         return make_response("Your session expired: log in again.", 401, redirect=target)
     return redirect(target)
