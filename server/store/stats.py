@@ -60,14 +60,14 @@ def annotator_stats(db: Database) -> list[dict]:
         )
         row["today"] = db.execute(
             "SELECT count(*) FROM annotations a WHERE a.user_id = ? AND a.created_at >= ?"
-            f" AND a.kind = 'label' AND {EFFECTIVE}",
+            f" AND a.kind IN ('label', 'unsure') AND {EFFECTIVE}",  # as on the labeling card
             [user["id"], midnight.isoformat(timespec="milliseconds")],
         ).fetchone()[0]
         seconds = [
             r[0]
             for r in db.execute(
-                "SELECT seconds FROM annotations WHERE user_id = ? AND kind IN ('label',"
-                " 'unsure') AND seconds IS NOT NULL",
+                "SELECT a.seconds FROM annotations a WHERE a.user_id = ? AND a.kind IN ('label',"
+                f" 'unsure') AND a.seconds IS NOT NULL AND {EFFECTIVE}",
                 [user["id"]],
             )
         ]
