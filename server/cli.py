@@ -11,6 +11,7 @@ import click
 from sqlite_utils import Database
 
 from . import store
+from .cli_quality import register as register_quality_commands
 from .cli_rounds import register as register_round_commands
 from .config import Project, ProjectError
 from .importer import ImportFailed, ImportReport
@@ -165,7 +166,10 @@ def classes(project: str, add: tuple[str, ...]) -> None:
               help="imagefolder, csv or jsonl.")
 @click.option("--split", default="0.8,0.1,0.1", show_default=True, help="train,val,test")
 @click.option("--seed", default=None, help="Default: the project's seed.")
-def export(project: str, out: str, fmt: str, split: str, seed: str | None) -> None:
+@click.option("--drop-duplicates", is_flag=True,
+              help="Leave out extra copies of near-duplicate groups (see the quality page).")
+def export(project: str, out: str, fmt: str, split: str, seed: str | None,
+           drop_duplicates: bool) -> None:
     """Export the consensus labels (agreed or adjudicated): imagefolder (a folder, or a .zip,
     with DISPUTED.csv listing images still disputed), csv or jsonl."""
     from . import exporter
@@ -174,14 +178,17 @@ def export(project: str, out: str, fmt: str, split: str, seed: str | None) -> No
     fmt = exporter.parse_format(fmt)
     fractions = exporter.parse_split(split)
     seed_value = exporter.parse_seed(seed, opened.config.seed)
+    from .dataset import export_rows
+
     with _open_db(opened) as db:
-        labeled = store.labeled_images(db)
+        rows, left_out = export_rows(db, fractions, seed_value, drop_duplicates)
         disputed = store.disputed_images(db)
-    rows = exporter.assign_splits(labeled, fractions, seed_value)
     problems = exporter.write_export(rows, fmt, Path(out), disputed)
     counts = {name: sum(1 for r in rows if r["split"] == name) for name in exporter.SPLIT_NAMES}
     click.echo(f"Wrote {len(rows) - len(problems)} labeled images to {out} ("
                + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ")")
+    if left_out:
+        click.echo(f"Left out {left_out} extra copies of near-duplicate images")
     if disputed:
         click.echo(f"{len(disputed)} disputed images are not exported; they wait for review"
                    + (f" (listed in {exporter.DISPUTED_NAME})" if fmt == "imagefolder" else ""))
@@ -281,3 +288,4 @@ def _init_with_bar(root: Path, images: Path):
 
 
 register_round_commands(main)
+register_quality_commands(main)

@@ -137,13 +137,25 @@ def strategies_cmd() -> None:
                    " class, drawn uniformly and seeded by the project's seed) with probability"
                    " 1 - accuracy. The copy then needs one vote from each per image. Default:"
                    " one annotator who is always right.")
+@click.option("--mode", "mode_text", default="single", show_default=True,
+              help="How the annotator labels: single (one image per key), grid (grid"
+                   " verify after each round: accept a page of one predicted class, toggling"
+                   " the wrong ones) or cluster (the cluster bootstrap: label whole clusters,"
+                   " toggling the odd ones out); several separated by commas to compare."
+                   " Every key press and click is counted; grid and cluster take one"
+                   " annotator.")
+@click.option("--clusters", default=None, type=click.IntRange(1, 100_000),
+              help="Clusters for --mode cluster; default: the silhouette's suggestion.")
 def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
-             test_csv: str | None, out: str, annotators_text: str | None) -> None:
+             test_csv: str | None, out: str, annotators_text: str | None, mode_text: str,
+             clusters: int | None) -> None:
     """Simulated annotators label a copy of PROJECT through the running product (its web
     server and worker), retraining every batch; writes the learning curve on held-out
     images as CSV and PNG, and how often the images' consensus equals the oracle
     (consensus.csv, where a disputed image counts as wrong: it has no label; and each
-    simulated annotator's votes in annotators.csv). PROJECT itself is not changed."""
+    simulated annotator's votes in annotators.csv). With --mode grid or cluster it labels
+    through grid verify or the cluster bootstrap and prints the labels per 100 actions (key
+    presses and clicks). PROJECT itself is not changed."""
     import strategies
 
     from .live_server import SimulationError, stopping_on_sigterm
@@ -154,6 +166,7 @@ def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
         run_simulation,
         write_curves,
     )
+    from .simulate_bulk import MODES
     from .simulated_annotators import consensus_report, parse_accuracies, write_reports
 
     names = list(dict.fromkeys(s.strip() for s in strategy.split(",") if s.strip()))
@@ -165,12 +178,20 @@ def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
         raise click.ClickException(
             f"unknown strategy {', '.join(map(repr, unknown))}; known strategies: "
             + ", ".join(strategies.names()))
+    modes = list(dict.fromkeys(m.strip() for m in mode_text.split(",") if m.strip()))
+    strange = [m for m in modes if m not in MODES]
+    if not modes or strange:
+        raise click.ClickException(f"unknown --mode {', '.join(map(repr, strange or ['']))};"
+                                   f" use {', '.join(MODES)}")
     if budget < 1 or batch < 1:
         raise click.ClickException("--budget and --batch must be positive")
     try:
         accuracies = [1.0] if annotators_text is None else parse_accuracies(annotators_text)
     except ValueError as exc:
         raise click.ClickException(f"--annotators: {exc}") from exc
+    if len(accuracies) > 1 and modes != ["single"]:
+        raise click.ClickException("--mode grid and cluster simulate one annotator: give"
+                                   " --annotators one accuracy, or use --mode single")
     out_dir = Path(out).expanduser().resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise click.ClickException(f"{out_dir} is a file; --out needs a folder")
@@ -212,15 +233,18 @@ def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
     try:
         with stopping_on_sigterm():
             for name in names:
-                curve, copy = run_simulation(source, plan, name, budget, batch, out_dir,
-                                             embedding_sources=copies, log=click.echo,
-                                             accuracies=accuracies)
-                curves.append(curve)
-                copies.append(copy)
-                report = consensus_report(copy, plan_truth_by_id(copy, plan), name, accuracies)
-                reports.append(report)
-                for line in report.lines():
-                    click.echo(line)
+                for mode in modes:
+                    curve, copy = run_simulation(source, plan, name, budget, batch, out_dir,
+                                                 embedding_sources=copies, log=click.echo,
+                                                 accuracies=accuracies, mode=mode,
+                                                 clusters=clusters)
+                    curves.append(curve)
+                    copies.append(copy)
+                    report = consensus_report(copy, plan_truth_by_id(copy, plan), curve.name,
+                                              accuracies)
+                    reports.append(report)
+                    for line in report.lines():
+                        click.echo(line)
         written = write_all()
     except SimulationError as exc:
         if curves:
@@ -229,8 +253,16 @@ def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
     for curve, report in zip(curves, reports, strict=True):
         final = (f"{curve.points[-1].accuracy:.3f} at {curve.points[-1].labels} labels"
                  if curve.points else "n/a (no round trained)")
-        click.echo(f"{curve.strategy}: final test accuracy {final}")
+        click.echo(f"{curve.name}: final test accuracy {final}")
         accuracy = "n/a" if report.accuracy is None else f"{report.accuracy:.3f}"
-        click.echo(f"{curve.strategy}: consensus accuracy {accuracy} over {report.images}"
+        click.echo(f"{curve.name}: consensus accuracy {accuracy} over {report.images}"
                    f" images ({report.disputed} disputed, {report.votes} votes)")
+        tally = curve.tally
+        if tally.actions:
+            right = ("n/a" if report.final_accuracy is None
+                     else f"{report.final_accuracy:.1%}")
+            click.echo(f"{curve.name}: {tally.labels} labels in {tally.actions} actions:"
+                       f" {tally.per_100():.1f} labels per 100 actions ({tally.per_100(True):.1f}"
+                       f" keyboard only; {tally.pages} pages, {tally.mixed} clusters mixed,"
+                       f" {tally.one_by_one} one by one); {right} of the labels are right")
     click.echo("Wrote " + ", ".join(str(path) for path in written))

@@ -89,9 +89,23 @@ def _order_key(seed: int, label: str, sha256: str) -> bytes:
     return hashlib.sha256(f"{seed}\x00{label}\x00{sha256}".encode()).digest()
 
 
-def assign_splits(rows: list[dict], fractions: tuple[Fraction, ...], seed: int) -> list[dict]:
+def assign_splits(rows: list[dict], fractions: tuple[Fraction, ...], seed: int,
+                  groups: Iterable[Iterable[int]] = ()) -> list[dict]:
     """Split each class on its own (stratified), reproducibly for a seed: the same seed and
-    the same labels give the same split. Returns the rows (by image id) with a 'split'."""
+    the same labels give the same split. `groups` (image ids of near-duplicates) never
+    straddle parts: every member follows the split of the group's lowest id that is
+    exported, so a copy of a training image cannot leak into val or test. Returns the
+    rows (by image id) with a 'split'."""
+    split = _stratified(rows, fractions, seed)
+    by_id = {row["id"]: row for row in split}
+    for group in groups:
+        members = sorted(i for i in group if i in by_id)
+        for image_id in members[1:]:
+            by_id[image_id]["split"] = by_id[members[0]]["split"]
+    return split
+
+
+def _stratified(rows: list[dict], fractions: tuple[Fraction, ...], seed: int) -> list[dict]:
     by_label: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_label[row["label"]].append(row)

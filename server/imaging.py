@@ -154,3 +154,18 @@ def render_copy(source: str | Path, target: Path, longest_side: int, max_pixels:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def copy_path(cache_dir: Path, size: str, image_id: int) -> Path:
+    """Where the resized copy of an image is cached (size: display | thumb)."""
+    return Path(cache_dir) / size / str(image_id // 1000) / f"{image_id}.jpg"
+
+
+def cached_copy(cache_dir: Path, size: str, image_id: int, source: str | Path,
+                longest_side: int, max_pixels: int) -> Path:
+    """The cached copy of an image, rendered first if it is not on disk yet. Raises
+    ImageRejected when the source cannot be read."""
+    target = copy_path(cache_dir, size, image_id)
+    if not target.is_file():
+        render_copy(source, target, longest_side, max_pixels)
+    return target

@@ -41,7 +41,35 @@ def make_huey(project: Project):
         else:
             log.info("round %s done: %s", round_id, summary)
 
+    @huey.task(name="run_clustering")
+    def run_clustering_task(clustering_id: int) -> None:
+        from .cluster_job import run_clustering
+        from .learner import LearnerError
+        from .store import StoreError
+
+        try:
+            summary = run_clustering(Project.open(root), clustering_id)
+        except (LearnerError, StoreError, ValueError) as exc:
+            log.warning("clustering %s: %s", clustering_id, exc)
+        else:
+            log.info("clustering %s done: %s clusters", clustering_id, summary["clusters"])
+
+    @huey.task(name="run_quality")
+    def run_quality_task(run_id: int) -> None:
+        from .audit import run_quality
+        from .learner import LearnerError
+        from .store import StoreError
+
+        try:
+            run_quality(Project.open(root), run_id)
+        except (LearnerError, StoreError) as exc:
+            log.warning("quality run %s: %s", run_id, exc)
+        else:
+            log.info("quality run %s done", run_id)
+
     huey.run_round = run_round_task
+    huey.run_quality = run_quality_task
+    huey.run_clustering = run_clustering_task
     return huey
 
 
@@ -72,6 +100,45 @@ def _send(huey, db, round_id: int) -> None:
         raise
 
 
+def enqueue_clustering(project: Project, huey, k: int | None, requested_by: int | None) -> int:
+    """Queue a clustering of the images that need votes (or return the one already queued
+    or running). k None: the silhouette's suggestion."""
+    from . import store
+    from .store import bulk
+
+    db = store.connect(project.db_path)
+    try:
+        clustering_id, created = bulk.queue_clustering(db, k, requested_by)
+        if created:
+            try:
+                huey.run_clustering(clustering_id)
+            except Exception as exc:
+                bulk.fail_clustering(db, clustering_id, f"could not queue the job: {exc}")
+                raise
+    finally:
+        db.conn.close()
+    return clustering_id
+
+
+def enqueue_quality(project: Project, huey, requested_by: int | None) -> int:
+    """Queue a quality run (or return the one already queued or running)."""
+    from . import store
+    from .store import quality as quality_store
+
+    db = store.connect(project.db_path)
+    try:
+        run_id, created = quality_store.queue_quality_run(db, requested_by)
+        if created:
+            try:
+                huey.run_quality(run_id)
+            except Exception as exc:
+                quality_store.fail_quality_run(db, run_id, f"could not queue the job: {exc}")
+                raise
+    finally:
+        db.conn.close()
+    return run_id
+
+
 def maybe_auto_retrain(project: Project, huey, db) -> int | None:
     """After every `retrain_every` new labels, queue a round by itself (0 turns this off)."""
     from .store import rounds as round_store
@@ -85,7 +152,7 @@ def maybe_auto_retrain(project: Project, huey, db) -> int | None:
 
 
 def run_worker(project: Project, workers: int = 1) -> None:
-    """Run rounds until stopped (Ctrl-C or SIGTERM)."""
+    """Run rounds, clusterings and quality runs until stopped (Ctrl-C or SIGTERM)."""
     from huey.consumer import Consumer
 
     from . import store
@@ -97,6 +164,12 @@ def run_worker(project: Project, workers: int = 1) -> None:
     # project's own SQLite queue this is the only worker, so any running round is orphaned;
     # with Redis other machines may be working, so only silent rounds count.
     round_store.fail_stale_rounds(db, STALE_SECONDS if project.config.redis_url else 0)
+    from .store import bulk
+
+    bulk.fail_stale_clusterings(db, STALE_SECONDS if project.config.redis_url else 0)
+    from .store import quality as quality_store
+
+    quality_store.fail_stale_quality_runs(db, STALE_SECONDS if project.config.redis_url else 0)
     db.conn.close()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # Poll at least once a second (huey's default backs off to 10 s when idle): a round

@@ -45,7 +45,8 @@ class Browser:
         headers = {"X-CSRFToken": self.token} if data is not None else {}
         if htmx:
             headers["HX-Request"] = "true"
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        # doseq: a list value is sent as the field repeated (a grid's image ids).
+        body = urllib.parse.urlencode(data, doseq=True).encode() if data is not None else None
         req = urllib.request.Request(self.base + path, data=body, headers=headers)
         try:
             with self.opener.open(req, timeout=timeout) as response:

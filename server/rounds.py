@@ -70,8 +70,10 @@ class _Heartbeat:
     whatever stage it is in: a long silent step (a big cross-validation, a slow batch on
     a busy CPU) must not look like a dead worker to the web page (see STALE_SECONDS)."""
 
-    def __init__(self, db_path, round_id: int, every: float = STALE_SECONDS / 8):
-        self.db_path, self.round_id, self.every = db_path, round_id, every
+    def __init__(self, db_path, round_id: int, every: float = STALE_SECONDS / 8,
+                 beat=round_store.heartbeat):
+        # `beat(db, id)` marks the job alive: a round's by default, a clustering's too.
+        self.db_path, self.round_id, self.every, self.beat = db_path, round_id, every, beat
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="round-heartbeat", daemon=True)
 
@@ -80,7 +82,7 @@ class _Heartbeat:
         try:
             while not self.stopped.wait(self.every):
                 try:
-                    round_store.heartbeat(db, self.round_id)
+                    self.beat(db, self.round_id)
                 except sqlite3.OperationalError:
                     pass  # the database stayed locked past the busy timeout: beat next time
         finally:

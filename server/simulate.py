@@ -45,7 +45,8 @@ from .live_server import (
     _wait_until_up,
 )
 from .projects import add_user, open_db
-from .simulated_annotators import annotator_names, noisy_answers
+from .simulate_bulk import cluster_batch, start_clustering, verify_batch
+from .simulated_annotators import ActionTally, annotator_names, noisy_answers
 
 TEST_SHARE = 0.3
 ROUND_SECONDS = 3600  # one round, queued to done, on a slow CPU with a large pool
@@ -224,12 +225,19 @@ class Point:
     scored: int  # test images scored
     votes: int = 0  # votes given by all simulated annotators together
     trained: int | None = None  # consensus labels (agreed or adjudicated) the round used
+    actions: int = 0  # key presses and clicks spent so far (see simulated_annotators)
 
 
 @dataclass
 class Curve:
     strategy: str
     points: list[Point] = field(default_factory=list)
+    mode: str = "single"  # how the images were labeled: single | grid | cluster
+    tally: ActionTally = field(default_factory=ActionTally)
+
+    @property
+    def name(self) -> str:
+        return self.strategy if self.mode == "single" else f"{self.strategy} {self.mode}"
 
 
 def copy_embeddings(from_images: dict[str, int], from_cache: Path,
@@ -304,12 +312,18 @@ def run_simulation(
     source: Project, plan: Plan, strategy: str, budget: int, batch: int, workdir: Path,
     embedding_sources: Iterable[Project] = (), log: Callable[[str], None] = print,
     round_seconds: float = ROUND_SECONDS, accuracies: Sequence[float] = (1.0,),
+    mode: str = "single", clusters: int | None = None,
 ) -> tuple[Curve, Project]:
-    """Simulate one strategy on a fresh copy of `source` in workdir/sim-<strategy>, with
-    one simulated annotator per entry of `accuracies` (each answers every image; `budget`
-    and `batch` count images). Returns the learning curve and the copy (whose embeddings
-    later copies can reuse)."""
-    project, ids = copy_project(source, Path(workdir) / f"sim-{strategy}", embedding_sources,
+    """Simulate one strategy on a fresh copy of `source` in workdir/sim-<strategy> (with
+    -<mode> for the grid modes), with one simulated annotator per entry of `accuracies`
+    (each answers every image; `budget` and `batch` count images). `mode` grid or cluster
+    labels through grid verify or the cluster bootstrap (one annotator; see
+    `simulate_bulk`). Returns the learning curve and the copy (whose embeddings later
+    copies can reuse)."""
+    if mode != "single" and len(accuracies) != 1:
+        raise SimulationError(f"--mode {mode} simulates one annotator, not {len(accuracies)}")
+    folder = f"sim-{strategy}" if mode == "single" else f"sim-{strategy}-{mode}"
+    project, ids = copy_project(source, Path(workdir) / folder, embedding_sources,
                                 votes_per_image=len(accuracies))
     names = annotator_names(len(accuracies))
     passwords = {name: add_user(project, name, role) for name, role in
@@ -327,7 +341,10 @@ def run_simulation(
     test_ids = {ids[sha] for sha in plan.test}
     processes = _Processes(project, _free_port())
     url = f"http://127.0.0.1:{processes.port}"
-    curve = Curve(strategy)
+    curve = Curve(strategy, mode=mode)
+    tally = curve.tally
+    class_names = {class_id: name for name, class_id in class_ids.items()}
+    strategy = curve.name  # how the log lines name this run
     log(f"{strategy}: simulating on {project.root} ({url}; logs server.log, worker.log)")
     try:
         processes.start()
@@ -337,16 +354,32 @@ def run_simulation(
             browser.login(name, passwords[name])
         admin = Browser(url)
         admin.login("sim-admin", passwords["sim-admin"])
+        if mode == "cluster":
+            start_clustering(admin, processes, clusters, round_seconds, log)
         labeled = votes = 0
+        predicted = False  # a round has finished: grid verify has pages
+        last_class = [None]
         while labeled < budget:
             wanted = min(batch, budget - labeled)
-            # The first annotator takes the next images in the queue's order; each of the
-            # others is handed the same ones (they need its vote too) and answers as many.
-            done = _label_batch(annotators[0], wanted, answers[0], test_ids, class_ids)
+            done = 0
+            if mode == "cluster":
+                done = cluster_batch(annotators[0], wanted, answers[0], test_ids, class_ids,
+                                     tally)
+            elif mode == "grid" and predicted:
+                done = verify_batch(annotators[0], wanted, answers[0], test_ids, class_names,
+                                    tally, last_class)
+            if done < wanted:
+                if mode != "single" and (mode == "cluster" or predicted):
+                    log(f"{strategy}: no grid left; labeling {wanted - done} one by one")
+                # The first annotator takes the next images in the queue's order; each of
+                # the others is handed the same ones (they need its vote too) and answers
+                # as many.
+                done += _label_batch(annotators[0], wanted - done, answers[0], test_ids,
+                                     class_ids, tally)
             votes += done
             for browser, name, own in zip(annotators[1:], names[1:], answers[1:],
                                           strict=True):
-                given = _label_batch(browser, done, own, test_ids, class_ids)
+                given = _label_batch(browser, done, own, test_ids, class_ids, tally)
                 if given != done:
                     log(f"{strategy}: note: {name} answered {given} images, {names[0]} {done}")
                 votes += given
@@ -354,8 +387,11 @@ def run_simulation(
             if done == 0:
                 log(f"{strategy}: no image is left to label; stopping at {labeled} labels")
                 break
-            point = _retrain(admin, processes, strategy, truth, test_ids, round_seconds, log)
+            point = _retrain(admin, processes, curve.strategy, truth, test_ids, round_seconds,
+                             log)
             if point is not None:
+                predicted = True
+                point.actions = tally.actions
                 if len(names) == 1 and point.labels != labeled:
                     log(f"{strategy}: note: the round trained on {point.labels} labels,"
                         f" the annotator gave {labeled}")
@@ -383,10 +419,10 @@ def run_simulation(
 
 
 def _label_batch(browser: Browser, count: int, answers: dict, test_ids: set,
-                 class_ids: dict) -> int:
+                 class_ids: dict, tally: ActionTally | None = None) -> int:
     """Answer up to `count` images with this annotator's `answers` (image id -> class
     name); held-out test images and images without a true label are skipped. Returns the
-    labels given."""
+    labels given; each answer (skips too) is one action in `tally`."""
     done = 0
     page = browser.request("/label", htmx=True)
     while done < count:
@@ -401,6 +437,8 @@ def _label_batch(browser: Browser, count: int, answers: dict, test_ids: set,
             choice = str(class_ids[label])
             done += 1
         page = browser.request(f"/label/{image_id}", {"choice": choice}, htmx=True)
+        if tally is not None:  # a skip the simulation forces costs a person nothing
+            tally.single(labeled=choice != "skip", free=choice == "skip")
     return done
 
 
@@ -455,12 +493,12 @@ def write_curves(curves: list[Curve], out: Path, title: str = "",
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["strategy", "labels", "test_accuracy", "test_images", "round",
-                         "estimated_accuracy", "votes", "trained_labels"])
+                         "estimated_accuracy", "votes", "trained_labels", "mode", "actions"])
         for curve in curves:
             writer.writerows(
                 (curve.strategy, p.labels, f"{p.accuracy:.4f}", p.scored, p.round_id,
                  "" if p.cv_accuracy is None else f"{p.cv_accuracy:.4f}", p.votes,
-                 "" if p.trained is None else p.trained)
+                 "" if p.trained is None else p.trained, curve.mode, p.actions)
                 for p in curve.points
             )
     try:
@@ -477,7 +515,7 @@ def write_curves(curves: list[Curve], out: Path, title: str = "",
     for curve in curves:
         if curve.points:
             axes.plot([p.labels for p in curve.points], [p.accuracy for p in curve.points],
-                      marker="o", markersize=4, label=curve.strategy)
+                      marker="o", markersize=4, label=curve.name)
     axes.set_xlabel(xlabel)
     axes.set_ylabel("accuracy on held-out images")
     axes.set_ylim(0, 1)

@@ -23,6 +23,10 @@ from . import store
 from .config import Project
 
 SINGLE_NAME = "sim-annotator"  # the login of a lone simulated annotator
+# A simulated annotator labels a cluster page when at least this share of it is one class
+# (by its own answers), toggling the rest; below that it marks the cluster mixed.
+CONFIRM_SHARE = 0.75
+GRID_COLUMNS = 8  # thumbnails per row on a 1,000-pixel-wide page, for keyboard-only counts
 
 
 def parse_accuracies(text: str) -> list[float]:
@@ -185,3 +189,89 @@ def write_reports(reports: Iterable[ConsensusReport], out: Path) -> tuple[Path, 
             for r in reports for a in r.annotators
         )
     return consensus_path, annotators_path
+
+
+# --- grids: what a simulated annotator does with a page, and what it costs -----------------
+#
+# Actions are counted the way a person spends them, one per key press or click:
+#   one by one: a key per image (its class, or s to skip it);
+#   a cluster page: the class key (unless the class is already picked from the cluster's
+#     previous page), one click per odd one out, Enter; marking the cluster mixed: s;
+#   a verify page: the class key when the class differs from the previous page's, one click
+#     per wrong prediction, Enter.
+# Keyboard only, a toggle costs the arrow presses to reach the image (GRID_COLUMNS to a
+# row, starting from the first thumbnail) plus space; `keyboard_actions` counts that.
+# Images the simulation must leave unlabeled (held out for testing, or without an answer in
+# the oracle) are skipped or toggled at no cost: a person would simply have labeled them.
+
+
+@dataclass
+class ActionTally:
+    """Labels given and the actions they took, counted as above."""
+
+    labels: int = 0
+    actions: int = 0
+    keys: int = 0  # the same with the keyboard only
+    pages: int = 0
+    mixed: int = 0  # clusters marked mixed
+    one_by_one: int = 0  # images answered one at a time (skips included)
+
+    def page(self, toggled: Sequence[int], pick_class: bool, labeled: int) -> None:
+        self.actions += page_actions(toggled, pick_class)
+        self.keys += keyboard_actions(toggled, pick_class)
+        self.pages += 1
+        self.labels += labeled
+
+    def mixed_cluster(self) -> None:
+        self.actions += 1
+        self.keys += 1
+        self.mixed += 1
+
+    def single(self, labeled: bool, free: bool = False) -> None:
+        """One image answered one by one; `free`: one the simulation must skip."""
+        if not free:
+            self.actions += 1
+            self.keys += 1
+            self.one_by_one += 1
+        self.labels += int(labeled)
+
+    def per_100(self, keyboard: bool = False) -> float | None:
+        spent = self.keys if keyboard else self.actions
+        return 100.0 * self.labels / spent if spent else None
+
+
+def judge_cluster_page(answers: Sequence[str | None],
+                       share: float = CONFIRM_SHARE) -> tuple[str, list[int]] | None:
+    """(class, positions of the odd ones out) for a cluster page, given the annotator's own
+    answer for each image in grid order (None: it has none, e.g. a held-out image, which it
+    toggles); None when no class holds `share` of the answered images (the cluster is
+    mixed)."""
+    known = [a for a in answers if a is not None]
+    if not known:
+        return None
+    top = max(sorted(set(known)), key=known.count)
+    if known.count(top) < share * len(known):
+        return None
+    return top, [i for i, a in enumerate(answers) if a != top]
+
+
+def judge_verify_page(answers: Sequence[str | None], predicted: str) -> list[int]:
+    """Positions of the images a verify page predicts wrongly in the annotator's view."""
+    return [i for i, a in enumerate(answers) if a != predicted]
+
+
+def page_actions(toggled: Sequence[int], pick_class: bool) -> int:
+    """Key presses and clicks for one grid page: the class key if needed, a click per
+    toggled image, Enter."""
+    return int(pick_class) + len(toggled) + 1
+
+
+def keyboard_actions(toggled: Sequence[int], pick_class: bool,
+                     columns: int = GRID_COLUMNS) -> int:
+    """The same page with the keyboard only: arrow presses from the first thumbnail to each
+    toggled image in turn, space on each."""
+    moves, at = 0, 0
+    for index in sorted(toggled):
+        moves += abs(index // columns - at // columns) + abs(index % columns - at % columns)
+        at = index
+    return int(pick_class) + moves + len(toggled) + 1

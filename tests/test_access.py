@@ -42,6 +42,22 @@ RULES = {
     "agreement.index": "admin",
     "agreement.refit": "admin",
     "agreement.confusion_png": "admin",
+    "quality.index": "admin",
+    "quality.status": "admin",
+    "quality.run": "admin",
+    "quality.decide": "admin",
+    "quality.suspects_csv": "admin",
+    "quality.curve_png": "admin",
+    "bulk.bootstrap": "annotator",
+    "bulk.clusters": "annotator",
+    "bulk.cluster_view": "annotator",
+    "bulk.decide_cluster": "annotator",
+    "bulk.undo_cluster": "annotator",
+    "bulk.run_clustering": "admin",
+    "bulk.clustering_status": "admin",
+    "bulk.verify": "annotator",
+    "bulk.accept": "annotator",
+    "bulk.undo_grid": "annotator",
 }
 RANK = {"public": 0, "annotator": 1, "reviewer": 2, "admin": 3}
 VISITORS = {"anonymous": None, "annotator": "ann", "reviewer": "rita", "admin": "admin"}
@@ -88,6 +104,9 @@ def _post_data(endpoint: str, token: str) -> dict:
         "admin.add_user": {"name": "newcomer", "role": "annotator", "password": "x" * 14},
         "rounds.retrain": {"strategy": "margin"},
         "review.decide": {"choice": "1"},
+        "bulk.decide_cluster": {"class_id": "1", "shown": "1"},
+        "bulk.accept": {"class_id": "1", "shown": "1", "round_id": "1"},
+        "bulk.run_clustering": {"k": "3"},
         "auth.login": {"name": "nobody", "password": "not-a-password"},
     }
     return {**forms.get(endpoint, {}), "csrf_token": token}

@@ -214,3 +214,106 @@ def m003_consensus(db: Database) -> None:
         not_null={"created_at", "model"},
     )
     db["annotations"].create_index(["kind", "image_id"])
+
+
+@migrations()
+def m004_bulk(db: Database) -> None:
+    # Many labels per keystroke. A clustering is a job like a round: the pool's embeddings
+    # grouped into clusters for the cluster bootstrap.
+    db["clusterings"].create(
+        {
+            "id": int,
+            "status": str,  # queued | running | done | failed
+            "k": int,  # clusters asked for; NULL = the silhouette's suggestion
+            "clusters": int,  # clusters made
+            "suggested_k": int,
+            "silhouettes": str,  # JSON {k: silhouette score} behind the suggestion
+            "method": str,  # ward | minibatch-kmeans
+            "pool_size": int,
+            "requested_by": int,
+            "created_at": str,
+            "started_at": str,
+            "finished_at": str,
+            "heartbeat": float,
+            "progress": float,
+            "message": str,
+            "error": str,
+            "seconds": float,
+        },
+        pk="id",
+        not_null={"status", "created_at"},
+    )
+    db["clusterings"].create_index(["status"])
+    db["cluster_members"].create(
+        {"clustering_id": int, "cluster": int, "image_id": int, "position": int,
+         "distance": float},
+        pk=("clustering_id", "image_id"),
+        foreign_keys=[("clustering_id", "clusterings", "id"), ("image_id", "images", "id")],
+    )
+    db["cluster_members"].create_index(["clustering_id", "cluster", "position"])
+    # One row per grid a person decided (a cluster page labeled or marked mixed, a verify
+    # page accepted), so it can be undone as one, and so a cluster resumes where it was left.
+    db["bulk_actions"].create(
+        {
+            "id": int,
+            "user_id": int,
+            "kind": str,  # cluster | mixed | grid
+            "clustering_id": int,
+            "cluster": int,
+            "last_position": int,  # the cluster page's last member: the next page starts after
+            "round_id": int,  # the round whose predictions a grid showed
+            "class_id": int,
+            "labeled": int,  # votes written
+            "set_aside": int,  # images toggled as odd ones out / wrong: back to the queue
+            "passed": int,  # images someone else completed meanwhile, or already answered
+            "seconds": float,
+            "created_at": str,
+            "undone_at": str,
+        },
+        pk="id",
+        not_null={"user_id", "kind", "created_at"},
+        foreign_keys=[("user_id", "users", "id"), ("clustering_id", "clusterings", "id"),
+                      ("round_id", "rounds", "id"), ("class_id", "classes", "id")],
+    )
+    db["bulk_actions"].create_index(["user_id", "kind", "id"])
+    db["bulk_actions"].create_index(["clustering_id", "cluster", "user_id"])
+    # The images of each action: a vote (annotation_id) or set aside (NULL).
+    db["bulk_items"].create(
+        {"action_id": int, "image_id": int, "annotation_id": int},
+        pk=("action_id", "image_id"),
+        foreign_keys=[("action_id", "bulk_actions", "id"), ("image_id", "images", "id"),
+                      ("annotation_id", "annotations", "id")],
+    )
+    db["bulk_items"].create_index(["image_id"])
+
+
+@migrations()
+def m005_quality(db: Database) -> None:
+    # Dataset-quality checks (suspected mislabels, near-duplicates, the sample-size curve)
+    # run as a job; each run is a row with its progress, and its findings as JSON.
+    db["quality_runs"].create(
+        {
+            "id": int,
+            "status": str,  # queued | running | done | failed
+            "requested_by": int,
+            "created_at": str,
+            "started_at": str,
+            "finished_at": str,
+            "heartbeat": float,
+            "progress": float,
+            "message": str,
+            "error": str,
+            "result": str,  # JSON: {"suspects": [...], "duplicates": [...], "curve": {...}}
+        },
+        pk="id",
+        not_null={"status", "created_at"},
+    )
+    # The admin's keep/drop decision per image of a duplicate group; append-only, the latest
+    # row per image counts.
+    db["duplicate_decisions"].create(
+        {"id": int, "image_id": int, "keep": int, "user_id": int, "created_at": str},
+        pk="id",
+        not_null={"image_id", "keep", "created_at"},
+        foreign_keys=[("image_id", "images", "id"), ("user_id", "users", "id")],
+    )
+    db["duplicate_decisions"].create_index(["image_id"])

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import admin, agreement, annotate, auth, errors, export, images, review, rounds
+from . import (
+    admin,
+    agreement,
+    annotate,
+    auth,
+    bulk,
+    errors,
+    export,
+    images,
+    quality,
+    review,
+    rounds,
+)
 from .context import close_db
 
 
@@ -12,5 +24,6 @@ def register(app: Flask) -> None:
     auth.init_app(app)
     errors.init_app(app)
     app.teardown_appcontext(close_db)
-    for module in (auth, annotate, images, admin, export, rounds, review, agreement):
+    for module in (auth, annotate, images, admin, export, rounds, review, agreement, bulk,
+                   quality):
         app.register_blueprint(module.bp)

@@ -1,7 +1,9 @@
 """Export (admin only): GET /export?format=imagefolder|csv|jsonl|disputed&split=0.8,0.1,0.1&seed=N
 
 Only consensus labels (agreed or adjudicated) are exported; the zip carries DISPUTED.csv
-listing the images still disputed, and format=disputed gives that report alone."""
+listing the images still disputed, and format=disputed gives that report alone. A group of
+near-duplicates (the latest quality run's) never straddles train/val/test; with
+drop_duplicates=1 only the copies the admin keeps are exported."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, abort, request, stream_with_context
 
 from .. import exporter, store
+from ..dataset import export_rows
 from .auth import login_required
 from .context import get_db, get_project
 
@@ -40,7 +43,8 @@ def download():
     if fmt == "disputed":
         chunks = iter([exporter.disputed_csv(disputed)])
     else:
-        rows = exporter.assign_splits(store.labeled_images(get_db()), fractions, seed)
+        rows, _ = export_rows(get_db(), fractions, seed,
+                              drop_duplicates=request.args.get("drop_duplicates") == "1")
         chunks = {
             "imagefolder": lambda r: exporter.zip_chunks(r, disputed=disputed),
             "csv": exporter.csv_chunks,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, request, send_file
 
 from .. import store
-from ..imaging import ImageRejected, render_copy
+from ..imaging import ImageRejected, cached_copy
 from .auth import login_required
 from .context import get_db, get_project
 
@@ -25,14 +25,13 @@ def show(image_id: int):
     if image is None:
         abort(404, f"No image with id {image_id}.")
     config = get_project().config
-    cached = get_project().cache_dir / size / str(image_id // 1000) / f"{image_id}.jpg"
-    if not cached.is_file():
-        side = config.display_size if size == "display" else config.thumb_size
-        try:
-            render_copy(image["path"], cached, side, config.max_pixels)
-        except ImageRejected as exc:
-            abort(404, f"Image {image_id} cannot be shown: its file is missing or unreadable"
-                       f" ({exc}).")
+    side = config.display_size if size == "display" else config.thumb_size
+    try:
+        cached = cached_copy(get_project().cache_dir, size, image_id, image["path"], side,
+                             config.max_pixels)
+    except ImageRejected as exc:
+        abort(404, f"Image {image_id} cannot be shown: its file is missing or unreadable"
+                   f" ({exc}).")
     response = send_file(cached, mimetype="image/jpeg", max_age=30 * 86400, conditional=True)
     response.cache_control.private = True  # only logged-in users may see the images
     return response

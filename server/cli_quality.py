@@ -1,0 +1,70 @@
+"""`activelabel audit`: the quality checks from the shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .config import Project
+
+
+def register(main: click.Group) -> None:
+    main.add_command(audit)
+
+
+@click.command()
+@click.argument("project", type=click.Path(file_okay=False))
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Where to write the suspects CSV. Default: PROJECT/exports/suspects.csv.")
+@click.option("--target", default=None, type=float,
+              help="A target accuracy (e.g. 90): print the labels predicted to reach it.")
+def audit(project: str, out: str | None, target: float | None) -> None:
+    """Run the quality checks now: rank suspected mislabels (CSV, most suspicious first),
+    find near-duplicate groups, and fit the sample-size curve. Same as the quality page's
+    button, run in this process; the page shows the findings too."""
+    from . import audit as checks
+    from .projects import open_db
+    from .store import quality as quality_store
+
+    opened = Project.open(project)
+    db = open_db(opened)
+    try:
+        run_id, created = quality_store.queue_quality_run(db, None)
+        if not created:
+            raise click.ClickException(f"quality run {run_id} is already queued or running")
+    finally:
+        db.conn.close()
+    with click.progressbar(length=100, label=f"Quality run {run_id}") as bar:
+        result = checks.run_quality(opened, run_id)
+        bar.update(100)
+    db = open_db(opened)
+    try:
+        suspects = result["suspects"]
+        target_path = Path(out) if out else opened.exports_dir / "suspects.csv"
+        if "rows" in suspects:
+            target_path.parent.mkdir(parents=True, exist_ok=True)
+            target_path.write_text(checks.suspects_csv(db, suspects), encoding="utf-8")
+            click.echo(f"{suspects['count']} consensus labels ranked ({suspects['ranking']});"
+                       f" cleanlab flags {suspects['flagged']}; CSV: {target_path}")
+        else:
+            click.echo(f"Suspected mislabels: skipped, {suspects['skipped']}")
+        groups = result["duplicates"]["groups"]
+        click.echo(f"{len(groups)} near-duplicate groups"
+                   f" ({sum(len(g) for g in groups)} images)")
+        curve = result["curve"]
+        if "params" in curve:
+            fitted = checks.curve_from_dict(curve)
+            click.echo(f"Learning curve ({fitted.model}) on {curve['labels']} labels: ceiling"
+                       f" about {fitted.asymptote:.1%}")
+            if target is not None:
+                goal = target / 100 if target > 1 else target
+                needed = fitted.labels_needed(goal)
+                click.echo(f"For {goal:.1%}: " + (f"about {needed:,} labels" if needed else
+                                                  "not reachable with more labels like these"))
+        else:
+            click.echo(f"Learning curve: skipped, {curve['skipped']}")
+        for warning in checks.balance(db).warnings:
+            click.echo(f"Balance: {warning}")
+    finally:
+        db.conn.close()

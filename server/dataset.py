@@ -1,0 +1,46 @@
+"""What an export holds: the consensus labels, split so that no near-duplicate group
+straddles train/val/test, optionally without the extra copies of each group. Shared by the
+web export and `activelabel export`."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from sqlite_utils import Database
+
+from . import exporter, store
+from .store import quality as quality_store
+
+
+def duplicate_groups(db: Database) -> list[list[int]]:
+    """Near-duplicate groups (image ids) found by the latest finished quality run."""
+    run = quality_store.latest_quality_run(db, done_only=True)
+    if not run or not run["result"]:
+        return []
+    return [list(group) for group in run["result"].get("duplicates", {}).get("groups", [])]
+
+
+def extra_copies(db: Database, groups: list[list[int]]) -> set[int]:
+    """The images to leave out when dropping duplicates: those the admin marked 'drop', and in
+    a group with no decision at all, every member but the first (lowest id)."""
+    dropped = quality_store.dropped_images(db)
+    decided = {r[0] for r in db.execute("SELECT DISTINCT image_id FROM duplicate_decisions")}
+    extra = set(dropped)
+    for group in groups:
+        if not decided.intersection(group):
+            extra.update(sorted(group)[1:])
+    return extra
+
+
+def export_rows(db: Database, fractions: tuple[Fraction, ...], seed: int,
+                drop_duplicates: bool = False) -> tuple[list[dict], int]:
+    """(rows with their split, how many extra copies were left out)."""
+    labeled = store.labeled_images(db)
+    groups = duplicate_groups(db)
+    left_out = 0
+    if drop_duplicates and groups:
+        extra = extra_copies(db, groups)
+        kept = [row for row in labeled if row["id"] not in extra]
+        left_out = len(labeled) - len(kept)
+        labeled = kept
+    return exporter.assign_splits(labeled, fractions, seed, groups), left_out

@@ -1,0 +1,281 @@
+"""Many labels per keystroke in a real browser: a fresh demo-like project with no labels is
+bootstrapped by labeling clusters with the keyboard, a round runs (the admin's 'Retrain
+now'), and grid verify accepts a page of predictions with one Enter.
+
+A real server (`activelabel serve`, waitress, with its round worker) in a subprocess, driven
+by headless Chromium through Playwright, as in test_browser.py. Screenshots of the cluster
+grid and the verify grid are saved under test-output/ at the repository root, with the grid
+timings measured in the browser (grid-timing.txt).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from server import store
+from server.demo import write_digits
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("ACTIVELABEL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+TIMEOUT_MS = 10_000
+JOB_MS = 240_000  # a clustering or a round on a busy two-core CPU
+IMAGES = 1797  # the whole demo
+USERS = {"boss": ("admin", "boss-password-1"), "ann": ("annotator", "ann-password-12")}
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no browser at {CHROMIUM}")
+
+
+def _cli() -> list[str]:
+    found = shutil.which("activelabel", path=str(Path(sys.executable).parent)) or shutil.which(
+        "activelabel"
+    )
+    assert found, "the activelabel command is not installed (pip install -e .)"
+    return [found]
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run([*_cli(), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"activelabel {' '.join(args)}:\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A demo-like project (the demo's digits, fewer of them, no labels) served with its
+    worker. Yields the base URL, the project folder and the true digit of each file."""
+    root = tmp_path_factory.mktemp("bulk-browser")
+    images, oracle = root / "digits", root / "oracle.csv"
+    write_digits(images, oracle, limit=IMAGES)
+    project = root / "demo"
+    _run("init", str(project), "--images", str(images), "--classes", ",".join(map(str, range(10))))
+    for name, (role, password) in USERS.items():
+        _run("user", "add", str(project), name, "--role", role, "--password", password)
+    with oracle.open(newline="") as handle:
+        truth = {row["file"]: row["label"] for row in csv.DictReader(handle)}
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = root / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([*_cli(), "serve", str(project), "--port", str(port)],
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not _answers(f"{base}/login"):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the server did not start:\n{log_path.read_text()}")
+                time.sleep(0.1)
+            yield {"base": base, "project": project, "truth": truth, "log": log_path}
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def _page(browser, server, name: str):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{server['base']}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", USERS[name][1])
+    with page.expect_navigation():
+        page.click("form.login button[type=submit]")
+    assert "/login" not in page.url, page.inner_text("#flash")
+    return page
+
+
+def screenshot(page, name: str) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
+
+
+class Data:
+    """The project's database, read by the test to know the truth and check the votes."""
+
+    def __init__(self, server):
+        self.db = store.connect(server["project"] / "activelabel.db", migrate=False)
+        self.truth = {r["id"]: server["truth"][r["rel_path"]]
+                      for r in self.db.query("SELECT id, rel_path FROM images")}
+
+    def votes(self, source: str) -> list[dict]:
+        return list(self.db.query(
+            "SELECT a.image_id, c.name AS label FROM annotations a JOIN classes c"
+            " ON c.id = a.class_id WHERE a.kind = 'label' AND a.source = ?", [source]))
+
+    def queued(self) -> set[int]:
+        return {r[0] for r in self.db.execute("SELECT image_id FROM queue")}
+
+
+def grid(page) -> list[int]:
+    return [int(v) for v in page.eval_on_selector_all(
+        "#grid-card .thumbs input[type=checkbox]", "boxes => boxes.map(b => b.value)")]
+
+
+def focused(page) -> int | None:
+    value = page.evaluate("() => document.activeElement && document.activeElement.value")
+    return int(value) if value else None
+
+
+def wait_for_new_grid(page, before: list[int], what: str) -> None:
+    try:
+        page.wait_for_function(
+            "old => { const ids = Array.from(document.querySelectorAll("
+            "'#grid-card .thumbs input[type=checkbox]')).map(b => b.value).join(',');"
+            " return ids !== old; }", arg=",".join(map(str, before)))
+    except sync_api.TimeoutError:
+        pytest.fail(f"timed out waiting for {what}; flash: {page.inner_text('#flash')}")
+
+
+def thumbnails_loaded(page) -> None:
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('#grid-card .thumb img'))"
+        ".every(i => i.complete && i.naturalWidth > 0)")
+
+
+def label_cluster_page(page, data: Data) -> tuple[str, list[int], list[int]]:
+    """Pick the page's most common true class with its key, toggle the others with the
+    arrow keys and space, press Enter. Returns (class, shown, toggled)."""
+    shown = grid(page)
+    labels = [data.truth[i] for i in shown]
+    top = max(sorted(set(labels)), key=labels.count)
+    odd = [n for n, i in enumerate(shown) if data.truth[i] != top]
+    assert focused(page) == shown[0]  # the grid has the focus, on its first image
+    page.keyboard.press(top)  # the digit's key picks the class
+    assert page.is_checked(f"#grid-card input[name=class_id][data-key='{top}']")
+    at = 0
+    for index in odd:
+        for _ in range(index - at):
+            page.keyboard.press("ArrowRight")
+        at = index
+        assert focused(page) == shown[index]
+        page.keyboard.press(" ")
+        assert page.is_checked(f"#grid-card input[name=wrong][value='{shown[index]}']")
+    return top, shown, [shown[n] for n in odd]
+
+
+def test_bootstrap_by_clusters_then_a_round_then_one_enter_verifies_a_page(browser, server):
+    data = Data(server)
+    admin = _page(browser, server, "boss")
+    admin.goto(f"{server['base']}/bootstrap/")
+    assert "No clustering yet" in admin.inner_text("#grid-card")
+    admin.click("#clustering-status button[type=submit]")
+    # The status polls until the worker is done, then the page reloads with the clusters.
+    admin.wait_for_selector("#grid-card .thumbs", timeout=JOB_MS)
+    status = admin.inner_text("#clustering-status")
+    assert f"clusters of {IMAGES} images (ward)" in status, status
+
+    ann = _page(browser, server, "ann")
+    ann.goto(f"{server['base']}/bootstrap/")
+    ann.wait_for_selector("#grid-card .thumbs")
+    thumbnails_loaded(ann)
+    labeled: dict[int, str] = {}
+    aside: set[int] = set()
+    pages, shot = 0, False
+    # Cluster pages until every digit has labels: the first page of each cluster comes
+    # before any second page, so the bootstrap covers the look-alike groups quickly.
+    while len(set(labeled.values())) < 10:
+        top, shown, odd = label_cluster_page(ann, data)
+        if odd and not shot:
+            screenshot(ann, "bulk-cluster-grid")  # the class picked, the odd ones crossed out
+            shot = True
+        ann.keyboard.press("Enter")
+        wait_for_new_grid(ann, shown, "the next cluster page")
+        assert f"Labeled {len(shown) - len(odd)} as “{top}”" in ann.inner_text(".outcome")
+        labeled.update({i: top for i in shown if i not in odd})
+        aside.update(odd)
+        pages += 1
+        assert pages <= 40, f"{pages} cluster pages and still classes without labels"
+    votes = data.votes("cluster")
+    assert {v["image_id"]: v["label"] for v in votes} == labeled
+    assert aside <= data.queued() and not set(labeled) & data.queued()
+    right = sum(data.truth[i] == label for i, label in labeled.items())
+    assert right == len(labeled)  # the odd ones out were toggled: every vote is true
+
+    # A round, from the admin page's button.
+    admin.goto(f"{server['base']}/admin/")
+    admin.click("#round-status button[type=submit]")
+    admin.wait_for_function(
+        "() => /Round \\d+ finished/.test(document.querySelector('#round-status').innerText)",
+        timeout=JOB_MS)
+
+    started = time.perf_counter()
+    ann.goto(f"{server['base']}/verify/")
+    ann.wait_for_selector("#grid-card .thumbs")
+    thumbnails_loaded(ann)
+    first_load = time.perf_counter() - started
+    shown = grid(ann)
+    assert 0 < len(shown) <= 48
+    chosen = ann.inner_text("#grid-card .class-tabs a.chosen kbd")
+    assert focused(ann) == shown[0]
+    screenshot(ann, "bulk-verify-grid")
+    before = len(data.votes("grid"))
+    started = time.perf_counter()
+    ann.keyboard.press("Enter")  # one key: the whole page is accepted
+    wait_for_new_grid(ann, shown, "the next verify page")
+    thumbnails_loaded(ann)
+    next_page = time.perf_counter() - started
+    screenshot(ann, "bulk-verify-after-enter")
+    votes = data.votes("grid")
+    assert len(votes) - before == len(shown)
+    assert {v["label"] for v in votes} == {chosen}
+    assert f"Labeled {len(shown)} as “{chosen}”" in ann.inner_text(".outcome")
+    precision = sum(data.truth[v["image_id"]] == chosen for v in votes) / len(votes)
+    OUTPUT.mkdir(exist_ok=True)
+    (OUTPUT / "grid-timing.txt").write_text(
+        f"bootstrap: {len(labeled)} labels from {pages} cluster pages, {len(aside)} odd ones"
+        f" out toggled\nverify grid of {len(shown)} thumbnails, in the browser (page load to"
+        f" every thumbnail shown): {first_load * 1000:.0f} ms\n"
+        f"Enter to the next page of {len(grid(ann))} thumbnails shown: {next_page * 1000:.0f}"
+        f" ms\nthe accepted page's predictions were right for {precision:.0%}\n",
+        encoding="utf-8")
+    # Most confident first, after a bootstrap over every class, the page is mostly right.
+    assert precision >= 0.8, precision
+    data.db.conn.close()
