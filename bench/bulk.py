@@ -55,7 +55,7 @@ from server.simulated_annotators import (  # noqa: E402
     judge_cluster_page,
     judge_verify_page,
 )
-from server.store import bulk  # noqa: E402
+from server.store import bulk, clusterings  # noqa: E402
 from server.store import rounds as round_store  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -188,7 +188,7 @@ class Bench:
 
     def bootstrap(self, clusters_k: int | None, budget: int) -> dict:
         """Cluster the pool, then label cluster pages up to `budget` labels in all."""
-        clustering_id, _ = bulk.queue_clustering(self.db, clusters_k, None)
+        clustering_id, _ = clusterings.queue_clustering(self.db, clusters_k, None)
         summary = run_clustering(self.project, clustering_id, self.learner, thumbnails=False)
         picked: dict = {}
         while self.tally.labels < budget:

@@ -31,7 +31,7 @@ from server.demo import write_digits  # noqa: E402
 from server.imaging import copy_path  # noqa: E402
 from server.projects import add_user, init_project  # noqa: E402
 from server.rounds import run_round  # noqa: E402
-from server.store import bulk  # noqa: E402
+from server.store import bulk, clusterings  # noqa: E402
 from server.store import rounds as round_store  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "grid-demo"
@@ -59,7 +59,7 @@ def build() -> Project:
                  for r in db.query("SELECT id, rel_path FROM images")}
         classes = {c["name"]: c["id"] for c in store.classes(db)}
         user = store.get_user_by_name(db, "bench")["id"]
-        clustering_id, _ = bulk.queue_clustering(db, None, None)
+        clustering_id, _ = clusterings.queue_clustering(db, None, None)
         print("clustering the demo (embeds 1,797 images once)...", flush=True)
         run_clustering(project, clustering_id)
         for _ in range(10):
@@ -149,7 +149,7 @@ def main() -> None:
     client = app.test_client()
     token = login(client)
     db = store.connect(project.db_path)
-    clustering = bulk.current_clustering(db)
+    clustering = clusterings.current_clustering(db)
     db.conn.close()
     lines = [f"demo: 1,797 digits, clustering {clustering['id']} ({clustering['clusters']}"
              f" clusters), server time, median of {args.repeat}"]

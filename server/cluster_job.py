@@ -15,7 +15,7 @@ from .config import Project
 from .imaging import ImageRejected, cached_copy
 from .learner import Learner, LearnerError
 from .rounds import _Heartbeat, make_learner
-from .store import bulk
+from .store import clusterings
 from .store import rounds as round_store
 
 PAGE = 48  # thumbnails in one grid
@@ -34,7 +34,7 @@ class _Reporter:
             if now - self.last < 0.25 and fraction < 1.0:
                 return
             self.last = now
-            bulk.report_clustering(self.db, self.clustering_id,
+            clusterings.report_clustering(self.db, self.clustering_id,
                                    low + (high - low) * fraction, message)
 
         return report
@@ -48,8 +48,8 @@ def run_clustering(project: Project, clustering_id: int, learner: Learner | None
 
     db = open_db(project)
     try:
-        bulk.start_clustering(db, clustering_id)
-        with _Heartbeat(project.db_path, clustering_id, beat=bulk.clustering_heartbeat):
+        clusterings.start_clustering(db, clustering_id)
+        with _Heartbeat(project.db_path, clustering_id, beat=clusterings.clustering_heartbeat):
             return _run_started(db, project, clustering_id, learner, thumbnails)
     finally:
         db.conn.close()
@@ -60,7 +60,7 @@ def _run_started(db, project: Project, clustering_id: int, learner: Learner | No
     started = time.monotonic()
     reporter = _Reporter(db, clustering_id)
     try:
-        row = bulk.get_clustering(db, clustering_id)
+        row = clusterings.get_clustering(db, clustering_id)
         pool = round_store.pool(db)
         if len(pool) < 2:
             raise LearnerError("fewer than two images need votes: nothing to cluster")
@@ -88,11 +88,11 @@ def _run_started(db, project: Project, clustering_id: int, learner: Learner | No
         if thumbnails:
             _render_first_pages(project, pool, found, reporter.stage("thumbs"))
         summary["seconds"] = round(time.monotonic() - started, 2)
-        bulk.publish_clustering(db, clustering_id, ids, found.labels, found.positions,
+        clusterings.publish_clustering(db, clustering_id, ids, found.labels, found.positions,
                                 found.distances, summary)
     except Exception as exc:
         expected = isinstance(exc, (LearnerError, store.StoreError, ValueError))
-        bulk.fail_clustering(db, clustering_id, str(exc) if expected
+        clusterings.fail_clustering(db, clustering_id, str(exc) if expected
                              else f"{type(exc).__name__}: {exc}")
         if not expected:
             traceback.print_exc()

@@ -104,16 +104,16 @@ def enqueue_clustering(project: Project, huey, k: int | None, requested_by: int 
     """Queue a clustering of the images that need votes (or return the one already queued
     or running). k None: the silhouette's suggestion."""
     from . import store
-    from .store import bulk
+    from .store import clusterings
 
     db = store.connect(project.db_path)
     try:
-        clustering_id, created = bulk.queue_clustering(db, k, requested_by)
+        clustering_id, created = clusterings.queue_clustering(db, k, requested_by)
         if created:
             try:
                 huey.run_clustering(clustering_id)
             except Exception as exc:
-                bulk.fail_clustering(db, clustering_id, f"could not queue the job: {exc}")
+                clusterings.fail_clustering(db, clustering_id, f"could not queue the job: {exc}")
                 raise
     finally:
         db.conn.close()
@@ -164,9 +164,9 @@ def run_worker(project: Project, workers: int = 1) -> None:
     # project's own SQLite queue this is the only worker, so any running round is orphaned;
     # with Redis other machines may be working, so only silent rounds count.
     round_store.fail_stale_rounds(db, STALE_SECONDS if project.config.redis_url else 0)
-    from .store import bulk
+    from .store import clusterings
 
-    bulk.fail_stale_clusterings(db, STALE_SECONDS if project.config.redis_url else 0)
+    clusterings.fail_stale_clusterings(db, STALE_SECONDS if project.config.redis_url else 0)
     from .store import quality as quality_store
 
     quality_store.fail_stale_quality_runs(db, STALE_SECONDS if project.config.redis_url else 0)

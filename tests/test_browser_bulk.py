@@ -148,7 +148,8 @@ class Data:
     def votes(self, source: str) -> list[dict]:
         return list(self.db.query(
             "SELECT a.image_id, c.name AS label FROM annotations a JOIN classes c"
-            " ON c.id = a.class_id WHERE a.kind = 'label' AND a.source = ?", [source]))
+            " ON c.id = a.class_id WHERE a.kind = 'label' AND a.source = ? AND NOT EXISTS"
+            " (SELECT 1 FROM annotations r WHERE r.retracts_id = a.id)", [source]))
 
     def queued(self) -> set[int]:
         return {r[0] for r in self.db.execute("SELECT image_id FROM queue")}
@@ -211,6 +212,7 @@ def test_bootstrap_by_clusters_then_a_round_then_one_enter_verifies_a_page(brows
     admin.wait_for_selector("#grid-card .thumbs", timeout=JOB_MS)
     status = admin.inner_text("#clustering-status")
     assert f"clusters of {IMAGES} images (ward)" in status, status
+    screenshot(admin, "bulk-bootstrap-admin")
 
     ann = _page(browser, server, "ann")
     ann.goto(f"{server['base']}/bootstrap/")
@@ -233,6 +235,12 @@ def test_bootstrap_by_clusters_then_a_round_then_one_enter_verifies_a_page(brows
         aside.update(odd)
         pages += 1
         assert pages <= 40, f"{pages} cluster pages and still classes without labels"
+    # s: this cluster is mixed, left alone; the next one comes.
+    shown = grid(ann)
+    ann.keyboard.press("s")
+    wait_for_new_grid(ann, shown, "the cluster after a mixed one")
+    assert "is left alone (mixed)" in ann.inner_text(".outcome")
+    assert set(shown) <= data.queued()
     votes = data.votes("cluster")
     assert {v["image_id"]: v["label"] for v in votes} == labeled
     assert aside <= data.queued() and not set(labeled) & data.queued()
@@ -256,10 +264,16 @@ def test_bootstrap_by_clusters_then_a_round_then_one_enter_verifies_a_page(brows
     chosen = ann.inner_text("#grid-card .class-tabs a.chosen kbd")
     assert focused(ann) == shown[0]
     screenshot(ann, "bulk-verify-grid")
+    # While the page is looked at, the browser fetches the next page's thumbnails.
+    ann.wait_for_function(
+        "() => Array.from(document.querySelectorAll('link[rel=prefetch]')).every(l =>"
+        " performance.getEntriesByName(l.href).some(e => e.responseEnd > 0))")
+    prefetched = ann.eval_on_selector_all("link[rel=prefetch]", "links => links.length")
     before = len(data.votes("grid"))
     started = time.perf_counter()
     ann.keyboard.press("Enter")  # one key: the whole page is accepted
     wait_for_new_grid(ann, shown, "the next verify page")
+    swapped = time.perf_counter() - started
     thumbnails_loaded(ann)
     next_page = time.perf_counter() - started
     screenshot(ann, "bulk-verify-after-enter")
@@ -268,13 +282,24 @@ def test_bootstrap_by_clusters_then_a_round_then_one_enter_verifies_a_page(brows
     assert {v["label"] for v in votes} == {chosen}
     assert f"Labeled {len(shown)} as “{chosen}”" in ann.inner_text(".outcome")
     precision = sum(data.truth[v["image_id"]] == chosen for v in votes) / len(votes)
+    # z takes the page back; u shows the class most uncertain first.
+    after = grid(ann)
+    ann.keyboard.press("z")
+    wait_for_new_grid(ann, after, "the undone page")
+    assert f"Undid {len(shown)} labels." in ann.inner_text(".outcome")
+    assert len(data.votes("grid")) == before and grid(ann) == shown
+    ann.keyboard.press("u")
+    ann.wait_for_function("() => /most uncertain first/.test("
+                          "document.querySelector('#grid-card .counts').innerText)")
     OUTPUT.mkdir(exist_ok=True)
     (OUTPUT / "grid-timing.txt").write_text(
         f"bootstrap: {len(labeled)} labels from {pages} cluster pages, {len(aside)} odd ones"
         f" out toggled\nverify grid of {len(shown)} thumbnails, in the browser (page load to"
         f" every thumbnail shown): {first_load * 1000:.0f} ms\n"
-        f"Enter to the next page of {len(grid(ann))} thumbnails shown: {next_page * 1000:.0f}"
-        f" ms\nthe accepted page's predictions were right for {precision:.0%}\n",
+        f"Enter to the next page of {len(grid(ann))} thumbnails shown ({prefetched}"
+        f" prefetched): {next_page * 1000:.0f} ms (the grid swapped in after"
+        f" {swapped * 1000:.0f} ms: 48 votes written and the next page rendered)\n"
+        f"the accepted page's predictions were right for {precision:.0%}\n",
         encoding="utf-8")
     # Most confident first, after a bootstrap over every class, the page is mostly right.
     assert precision >= 0.8, precision

@@ -22,7 +22,7 @@ from server.cluster_job import PAGE, run_clustering
 from server.config import CONFIG_NAME, Project
 from server.imaging import copy_path
 from server.projects import add_user, init_project
-from server.store import bulk
+from server.store import clusterings
 from server.store import rounds as round_store
 
 TESTS = Path(__file__).resolve().parent
@@ -62,7 +62,7 @@ def cluster_now(project: Project, k: int | None = None, real: bool = False) -> i
     """Run a clustering to the end, on pixels (or on the project's real backbone)."""
     db = store.connect(project.db_path)
     try:
-        clustering_id, _ = bulk.queue_clustering(db, k, None)
+        clustering_id, _ = clusterings.queue_clustering(db, k, None)
     finally:
         db.conn.close()
     run_clustering(project, clustering_id, None if real else PixelLearner())
@@ -185,7 +185,7 @@ def test_the_clustering_job_groups_real_digits_on_real_embeddings(tmp_path, digi
     clustering_id = cluster_now(project, k=20, real=True)
     db = store.connect(project.db_path)
     try:
-        row = bulk.get_clustering(db, clustering_id)
+        row = clusterings.get_clustering(db, clustering_id)
         assert row["status"] == "done" and row["clusters"] == 20 and row["method"] == "ward"
         assert row["pool_size"] == 160 and row["suggested_k"] >= 10 and row["progress"] == 1
         members = list(db.query("SELECT * FROM cluster_members WHERE clustering_id = ?",
@@ -206,23 +206,23 @@ def test_the_clustering_job_groups_real_digits_on_real_embeddings(tmp_path, digi
 
 
 def test_a_clustering_runs_once_and_fails_cleanly(site):
-    first, created = bulk.queue_clustering(site.db, None, None)
-    again, created_again = bulk.queue_clustering(site.db, 4, None)
+    first, created = clusterings.queue_clustering(site.db, None, None)
+    again, created_again = clusterings.queue_clustering(site.db, 4, None)
     assert created and not created_again and again == first
     run_clustering(site.project, first, PixelLearner())
     with pytest.raises(store.StoreError, match="not queued"):
         run_clustering(site.project, first, PixelLearner())
     with pytest.raises(store.StoreError, match="between 1 and 100,000"):
-        bulk.queue_clustering(site.db, 0, None)
+        clusterings.queue_clustering(site.db, 0, None)
     # Everything labeled: nothing to cluster, the reason on the row, the old one serving.
     for image_id in site.truth:
         store.add_vote(site.db, site.user("bob"), image_id, "label", site.classes["0"])
-    failing, _ = bulk.queue_clustering(site.db, None, None)
+    failing, _ = clusterings.queue_clustering(site.db, None, None)
     with pytest.raises(Exception, match="nothing to cluster"):
         run_clustering(site.project, failing, PixelLearner())
-    row = bulk.get_clustering(site.db, failing)
+    row = clusterings.get_clustering(site.db, failing)
     assert row["status"] == "failed" and "fewer than two images" in row["error"]
-    assert bulk.current_clustering(site.db)["id"] == first
+    assert clusterings.current_clustering(site.db)["id"] == first
 
 
 # --- the cluster bootstrap in the app ----------------------------------------------------------
@@ -235,8 +235,9 @@ def test_confirming_a_cluster_page_votes_for_all_but_the_odd_ones_out(clustered)
     clustering_id, cluster = cluster_of(html)
     shown = grid_ids(html)
     assert 0 < len(shown) <= PAGE
-    assert len(re.findall(r'size=thumb', html)) == len(shown)  # thumbnails, lazy-loaded
-    assert 'loading="lazy"' in html
+    assert len(re.findall(r'size=thumb', html)) == len(shown)  # thumbnails
+    # The first three rows load at once, the rest lazily.
+    assert html.count('loading="lazy"') == max(0, len(shown) - 27)
     top, odd = site.majority(shown)
     response = site.post("ann", f"/bootstrap/{clustering_id}/{cluster}", {
         "class_id": site.classes[top], "shown": shown, "wrong": odd, "elapsed_ms": "6000",
@@ -273,6 +274,7 @@ def test_pages_of_one_cluster_follow_each_other_and_keep_the_class(site, digits)
 
     first = grid_ids(html)
     assert len(first) == min(40, web_bulk.PAGE)
+    assert html.count('loading="lazy"') == len(first) - 27
     answer = site.post("ann", f"/bootstrap/{clustering_id}/0", {
         "class_id": site.classes["3"], "shown": first[:10]}).get_data(as_text=True)
     # Ten labeled: the page resumes after the last one labeled, with '3' picked.
@@ -407,7 +409,7 @@ def test_the_admin_starts_a_clustering_and_its_status_polls_until_done(site):
     page = site.get("admin", "/bootstrap/", htmx=False).get_data(as_text=True)
     assert "No clustering yet" in page and 'name="k"' in page
     status = site.post("admin", "/bootstrap/run", {"k": "5"}).get_data(as_text=True)
-    row = bulk.active_clustering(site.db)
+    row = clusterings.active_clustering(site.db)
     assert row["status"] == "queued" and row["k"] == 5
     assert f'hx-get="/bootstrap/status?watching={row["id"]}"' in status
     assert site.post("admin", "/bootstrap/run", {"k": "0"}).status_code == 400
@@ -575,3 +577,23 @@ def test_a_wrong_prediction_stays_off_that_class_in_later_rounds(predicted):
         & set(wrong)
     assert set(wrong) <= set(grid_ids(
         site.get("bob", f"/verify/?class={zero}").get_data(as_text=True)))
+
+
+def test_the_next_card_is_another_cluster_unless_one_was_opened_from_the_list(site):
+    """First pages of every cluster before any second page; a cluster opened from the list
+    of clusters keeps its card until it is done."""
+    clustering_id = cluster_now(site.project, k=3)
+    html = site.get("ann", "/bootstrap/").get_data(as_text=True)
+    _, first = cluster_of(html)
+    shown = grid_ids(html)
+    answer = site.post("ann", f"/bootstrap/{clustering_id}/{first}",
+                       {"class_id": site.classes["1"], "shown": shown[:3]})
+    assert cluster_of(answer.get_data(as_text=True))[1] != first  # breadth first
+    overview = site.get("ann", "/bootstrap/clusters", htmx=False).get_data(as_text=True)
+    assert f'href="/bootstrap/{clustering_id}/{first}"' in overview
+    pinned = site.get("ann", f"/bootstrap/{clustering_id}/{first}").get_data(as_text=True)
+    assert 'name="pinned" value="1"' in pinned and grid_ids(pinned) == shown[3:]
+    answer = site.post("ann", f"/bootstrap/{clustering_id}/{first}", {
+        "class_id": site.classes["1"], "shown": shown[3:6], "pinned": "1"}
+    ).get_data(as_text=True)
+    assert cluster_of(answer) == (clustering_id, first) and grid_ids(answer) == shown[6:]

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from . import labels
-from .connection import StoreError, is_row_id, now_iso, write
 from .clusterings import current_clustering, get_clustering
+from .connection import StoreError, is_row_id, now_iso, write
 from .consensus import get_rules, labelers, votes_needed_sql
 from .queue import ANSWERED_BY_ME
 
@@ -211,10 +211,12 @@ def surest_class(counts: dict[int, dict]) -> int | None:
 
 
 def verify_page(db: Database, user_id: int, class_id: int, order: str = "confident",
-                limit: int = 48, lease_seconds: int = 300) -> tuple[int | None, list[dict]]:
+                limit: int = 48, lease_seconds: int = 300,
+                ahead: list[int] | None = None) -> tuple[int | None, list[dict]]:
     """(round id, [{image_id, confidence}]): a page of the images the latest finished round
     predicts as `class_id`, most confident first (or most uncertain first), leased to this
-    user. (None, []) before any round."""
+    user. (None, []) before any round. `ahead`, if given, receives the ids of up to `limit`
+    images that would come next (not leased), for the page to prefetch."""
     if order not in ORDERS:
         raise StoreError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
     round_id = latest_round_id(db)
@@ -222,15 +224,18 @@ def verify_page(db: Database, user_id: int, class_id: int, order: str = "confide
         return None, []
     direction = "DESC" if order == "confident" else "ASC"
     params = {"round": round_id, "user": user_id, "now": time.time(), "cls": class_id,
-              "limit": limit}
+              "limit": limit * (2 if ahead is not None else 1)}
     with write(db):
-        items = list(db.query(
+        rows = list(db.query(
             "SELECT p.image_id, p.confidence FROM predictions p"
             " JOIN images i ON i.id = p.image_id JOIN image_state s ON s.image_id = p.image_id"
             " WHERE p.round_id = :round AND p.class_id = :cls"
             f" AND NOT {_set_aside_sql()} AND {_open_sql(db, 'p.image_id')}"
             f" ORDER BY p.confidence {direction}, p.image_id LIMIT :limit", params))
+        items = rows[:limit]
         _lease(db, user_id, [r["image_id"] for r in items], lease_seconds)
+    if ahead is not None:
+        ahead.extend(r["image_id"] for r in rows[limit:])
     return round_id, items
 
 

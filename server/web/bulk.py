@@ -22,7 +22,7 @@ from flask_login import current_user
 
 from .. import store
 from ..jobs import enqueue_clustering, maybe_auto_retrain
-from ..store import bulk
+from ..store import bulk, clusterings
 from .annotate import keyed_classes
 from .auth import login_required
 from .context import get_db, get_project
@@ -64,12 +64,10 @@ def _seconds() -> float | None:
     return round(seconds, 3) if 0.0 <= seconds <= MAX_SECONDS else None
 
 
-def _class_id(required: bool = True) -> int | None:
+def _class_id() -> int:
     raw = request.form.get("class_id", "")
     if not raw:
-        if required:
-            abort(400, "Pick the class first (press its key or click it); nothing was saved.")
-        return None
+        abort(400, "Pick the class first (press its key or click it); nothing was saved.")
     class_id = _int(raw, "class id", 1)
     if store.class_by_id(get_db(), class_id) is None:
         abort(400, f"Unknown class id {class_id}. Reload the page: the classes may have"
@@ -102,25 +100,25 @@ def _store_call(call, *args, **kwargs):
 
 def _status_context() -> dict:
     db = get_db()
-    active = bulk.active_clustering(db)
+    active = clusterings.active_clustering(db)
     if active and active["status"] == "running":
         from ..rounds import STALE_SECONDS
 
-        if bulk.fail_stale_clusterings(db, STALE_SECONDS):
-            active = bulk.active_clustering(db)
-    return {"active": active, "latest": bulk.latest_clustering(db),
-            "current": bulk.current_clustering(db)}
+        if clusterings.fail_stale_clusterings(db, STALE_SECONDS):
+            active = clusterings.active_clustering(db)
+    return {"active": active, "latest": clusterings.latest_clustering(db),
+            "current": clusterings.current_clustering(db)}
 
 
 def _cluster_context(cluster: int | None = None, message: str | None = None,
-                     onward: bool = False) -> dict:
-    """The card: a page of `cluster` (default: the first open one) of the current
-    clustering for this user; with `onward`, the first open cluster once `cluster` has
-    nothing left."""
+                     pinned: bool = False) -> dict:
+    """The card: a page of `cluster`, or else of the cluster `next_cluster` picks (the
+    first page of every cluster before any second page). A `pinned` card (opened from the
+    list of clusters) stays on its cluster while it has images left for this user."""
     db = get_db()
-    current = bulk.current_clustering(db)
+    current = clusterings.current_clustering(db)
     context = {"current": current, "message": message, "page": None, "cluster": None,
-               "classes": keyed_classes(store.classes(db)),
+               "pinned": pinned, "classes": keyed_classes(store.classes(db)),
                "undo": bulk.last_action(db, current_user.id, CLUSTER_KINDS)}
     if current is None:
         return context
@@ -130,7 +128,8 @@ def _cluster_context(cluster: int | None = None, message: str | None = None,
     lease = get_project().config.lease_seconds
     page = bulk.cluster_page(db, current["id"], cluster, current_user.id, PAGE, lease) \
         if cluster is not None else None
-    if onward and page is not None and not page["members"]:
+    if pinned and page is not None and not page["members"]:
+        context["pinned"] = False
         cluster = bulk.next_cluster(db, current["id"], current_user.id)
         page = bulk.cluster_page(db, current["id"], cluster, current_user.id, PAGE, lease) \
             if cluster is not None else None
@@ -139,8 +138,8 @@ def _cluster_context(cluster: int | None = None, message: str | None = None,
 
 
 def _cluster_card(cluster: int | None = None, message: str | None = None,
-                  onward: bool = False):
-    context = _cluster_context(cluster, message, onward)
+                  pinned: bool = False):
+    context = _cluster_context(cluster, message, pinned)
     if _htmx():
         return render_template("_cluster_card.html", **context)
     if current_user.is_admin:
@@ -157,20 +156,20 @@ def bootstrap():
 @bp.get("/bootstrap/<int:clustering_id>/<int:cluster>")
 @login_required()
 def cluster_view(clustering_id: int, cluster: int):
-    current = bulk.current_clustering(get_db())
+    current = clusterings.current_clustering(get_db())
     if current is None or current["id"] != clustering_id:
         abort(404, f"Clustering {clustering_id} is not the current one: open the bootstrap"
                    " page for the clusters people label now.")
     if not 0 <= cluster < (current["clusters"] or 0):
         abort(404, f"Clustering {clustering_id} has no cluster {cluster}.")
-    return _cluster_card(cluster)
+    return _cluster_card(cluster, pinned=True)
 
 
 @bp.get("/bootstrap/clusters")
 @login_required()
 def clusters():
     db = get_db()
-    current = bulk.current_clustering(db)
+    current = clusterings.current_clustering(db)
     rows = bulk.cluster_overview(db, current["id"], current_user.id) if current else []
     return render_template("clusters.html", current=current, rows=rows)
 
@@ -179,8 +178,10 @@ def clusters():
 @login_required()
 def decide_cluster(clustering_id: int, cluster: int):
     """Label the page shown (all but the toggled odd ones out) with the class picked, or
-    mark the cluster mixed; then the next page of this cluster, or the next cluster."""
+    mark the cluster mixed; then the next cluster's page (or this cluster's next page when
+    the card was opened on it from the list)."""
     decision = request.form.get("decision", "label")
+    pinned = request.form.get("pinned") == "1"
     db = get_db()
     if decision == "mixed":
         _store_call(bulk.mark_mixed, db, current_user.id, clustering_id, cluster)
@@ -196,7 +197,7 @@ def decide_cluster(clustering_id: int, cluster: int):
                          class_id, shown, _ids("wrong"), _seconds())
     maybe_auto_retrain(get_project(), current_app.extensions["huey"], db)
     name = store.class_by_id(db, class_id)["name"]
-    return _cluster_card(cluster, _outcome(result, name), onward=True)
+    return _cluster_card(cluster if pinned else None, _outcome(result, name), pinned)
 
 
 @bp.post("/bootstrap/undo")
@@ -206,7 +207,7 @@ def undo_cluster():
                             get_project().config.lease_seconds)
     if action is None:
         abort(400, "Nothing to undo.")
-    current = bulk.current_clustering(get_db())
+    current = clusterings.current_clustering(get_db())
     same = current is not None and current["id"] == action["clustering_id"]
     what = "mixed mark" if action["kind"] == "mixed" else f"{action['labeled']} labels"
     return _cluster_card(action["cluster"] if same else None, f"Undid the {what}.")
@@ -249,16 +250,17 @@ def _verify_context(class_id: int | None, order: str, message: str | None = None
         c["count"] = counts.get(c["id"], {}).get("count", 0)
     if class_id is None:
         class_id = bulk.surest_class(counts)  # the page with the fewest toggles expected
-    round_id, items = (None, [])
+    round_id, items, upcoming = None, [], []
     if class_id is not None:
         round_id, items = bulk.verify_page(db, current_user.id, class_id, order, PAGE,
-                                           get_project().config.lease_seconds)
+                                           get_project().config.lease_seconds, upcoming)
         for item in items:
             item["caption"] = f"{item['confidence'] * 100:.0f}%"
     return {
         "round_id": round_id or bulk.latest_round_id(db), "items": items, "classes": classes,
         "chosen": next((c for c in classes if c["id"] == class_id), None), "order": order,
         "message": message, "undo": bulk.last_action(db, current_user.id, GRID_KINDS),
+        "upcoming": upcoming,  # the next page's thumbnails, fetched while this one is seen
     }
 
 
