@@ -324,7 +324,8 @@ def test_annotator_labels_by_keyboard_and_admin_exports_those_labels(
     row = admin.locator("#annotators tbody tr", has_text="annotator")
     cells = row.locator("td").all_inner_texts()
     assert cells[0] == "annotator"
-    assert (int(cells[1]), int(cells[2])) == (20, 20), cells  # labels, today
+    # labels, and today's answers as the card counts them (labels and unsure)
+    assert (int(cells[1]), int(cells[2])) == (20, 21), cells
     assert (int(cells[3]), int(cells[4]), int(cells[5])) == (1, 1, 2), cells  # skips, unsure, undos
     assert re.fullmatch(r"\d+(\.\d+)?", cells[6]), cells  # the page sent each answer's time
     labeled = Counter(given.values())
@@ -367,12 +368,26 @@ def test_two_annotators_never_see_the_same_image(server, new_context):
         pages.append(page)
     bob, carol = pages
 
+    import sqlite3
+
+    def needs_several(image_url: str | None) -> bool:
+        """A QA image asks for votes from several people: both may hold it (the overlap
+        rule); any other image is one person's at a time."""
+        if not image_url:
+            return False
+        with sqlite3.connect(server["project"] / "activelabel.db") as db:
+            row = db.execute("SELECT votes_needed FROM images WHERE id = ?",
+                             [int(image_url.rsplit("/", 1)[1])]).fetchone()
+        return row is not None and row[0] > 1
+
     def check() -> None:
         a, b = card(bob), card(carol)
         assert a["id"] and b["id"]
         # Neither is shown, nor about to be shown, what the other one has on screen.
-        assert a["current"] not in (b["current"], b["prefetch"]), (a, b)
-        assert b["current"] not in (a["current"], a["prefetch"]), (a, b)
+        if not needs_several(a["current"]):
+            assert a["current"] not in (b["current"], b["prefetch"]), (a, b)
+        if not needs_several(b["current"]):
+            assert b["current"] not in (a["current"], a["prefetch"]), (a, b)
 
     check()
     for round_ in range(6):
