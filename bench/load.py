@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import http.cookiejar
 import os
+import random
 import re
 import signal
 import socket
@@ -92,7 +93,7 @@ class Stats:
             self.errors[what] = self.errors.get(what, 0) + 1
 
 
-def annotator(base: str, name: str, stop: float, stats: Stats) -> None:
+def annotator(base: str, name: str, stop: float, stats: Stats, think: float = 0.0) -> None:
     opener = urllib.request.build_opener(
         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
@@ -134,6 +135,8 @@ def annotator(base: str, name: str, stop: float, stats: Stats) -> None:
                 stats.submit_ms.append((time.perf_counter() - started) * 1000)
                 stats.holders.get(current, set()).discard(name)
                 stats.answered_by.setdefault(current, set()).add(name)
+            if think:  # a person looks at the image before the next key press
+                time.sleep(random.uniform(0.5 * think, 1.5 * think))
         except urllib.error.HTTPError as exc:
             text = exc.read().decode(errors="replace")
             exc.close()
@@ -146,12 +149,13 @@ def annotator(base: str, name: str, stop: float, stats: Stats) -> None:
 
 
 def measure(base: str, names: list[str], seconds: float,
-            needed: dict[int, int]) -> tuple[Stats, float]:
+            needed: dict[int, int], think: float = 0.0) -> tuple[Stats, float]:
     """Every annotator labels for `seconds`; returns their latencies and the wall time."""
     stats = Stats()
     stats.needed = needed
     stop = time.monotonic() + seconds
-    threads = [threading.Thread(target=annotator, args=(base, n, stop, stats)) for n in names]
+    threads = [threading.Thread(target=annotator, args=(base, n, stop, stats, think))
+               for n in names]
     began = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -207,6 +211,9 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=8, help="waitress request threads")
+    parser.add_argument("--think", type=float, default=0.0,
+                        help="Mean seconds an annotator looks at an image before answering "
+                             "(0: answer at once, the server's saturation).")
     parser.add_argument("--no-rounds", dest="rounds", action="store_false",
                         help="Skip the second window, with rounds running.")
     args = parser.parse_args()
@@ -242,14 +249,14 @@ def main() -> None:
             needed = dict(check.execute("SELECT id, votes_needed FROM images").fetchall())
             qa = sum(1 for v in needed.values() if v > 1)
             check.conn.close()
-            stats, elapsed = measure(base, names, args.seconds, needed)
+            stats, elapsed = measure(base, names, args.seconds, needed, args.think)
             windows = [("annotators only", stats, elapsed, 0)]
             if args.rounds:
                 fill_embeddings(project, args.images)
                 rounds = RoundLoop(root, Path(tmp) / "rounds.log")
                 rounds.start()
                 try:
-                    during, elapsed2 = measure(base, names, args.seconds, needed)
+                    during, elapsed2 = measure(base, names, args.seconds, needed, args.think)
                 finally:
                     done = rounds.stop()
                 windows.append((f"with rounds running ({done} finished)", during, elapsed2,
@@ -267,6 +274,8 @@ def main() -> None:
         integrity = check.execute("PRAGMA integrity_check").fetchone()[0]
         check.conn.close()
 
+    print(f"think time {args.think:g} s (0 = back-to-back requests: saturation, with the"
+          " client threads sharing the server's CPUs)")
     print(f"{args.annotators} annotators, {args.images} images ({qa} in the QA sample, which"
           f" several annotators label), {args.seconds:.0f} s per window,"
           f" waitress threads {args.threads}, load average {os.getloadavg()[0]:.2f}"
