@@ -146,6 +146,9 @@ def snapshot(db: Database) -> tuple[list[dict], list[dict]]:
         return training_set(db), pool(db)
 
 
+PREDICTION_CHUNK = 10_000
+
+
 def publish_round(
     db: Database,
     round_id: int,
@@ -156,22 +159,28 @@ def publish_round(
     ranks: np.ndarray,
     summary: dict,
 ) -> None:
-    """Store the round's predictions and switch the queue to its ranking, all in one
-    transaction: annotators see either the old order or the new one, never a mix."""
-    rows = zip(
-        (int(round_id) for _ in range(len(image_ids))),
-        image_ids.tolist(), class_ids.tolist(), confidence.tolist(), scores.tolist(),
-        ranks.tolist(),
-    )
+    """Store the round's predictions, then switch the queue to its ranking in one
+    transaction: annotators see either the old order or the new one, never a mix. The
+    predictions go in first, PREDICTION_CHUNK rows per transaction, so annotators' votes and
+    leases wait for at most one chunk, not for all of them; nothing reads a round's
+    predictions before the round is done."""
+    if get_round(db, round_id) is None or get_round(db, round_id)["status"] != "running":
+        raise StoreError(f"round {round_id} is not running; its results are dropped")
+    columns = (image_ids.tolist(), class_ids.tolist(), confidence.tolist(), scores.tolist(),
+               ranks.tolist())
+    for start in range(0, len(image_ids), PREDICTION_CHUNK):
+        stop = start + PREDICTION_CHUNK
+        with write(db):
+            db.conn.executemany(
+                "INSERT INTO predictions (round_id, image_id, class_id, confidence, score,"
+                " rank) VALUES (?, ?, ?, ?, ?, ?)",
+                zip((int(round_id) for _ in range(stop - start)),
+                    *(column[start:stop] for column in columns)),
+            )
     with write(db):
         row = get_round(db, round_id)
         if row is None or row["status"] != "running":
             raise StoreError(f"round {round_id} is not running; its results are dropped")
-        db.conn.executemany(
-            "INSERT INTO predictions (round_id, image_id, class_id, confidence, score, rank)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
         # Ranked images take their rank; any other image still queued (one that arrived
         # or came back after the snapshot) goes after them, in its seeded order.
         db.execute(
