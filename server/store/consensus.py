@@ -291,12 +291,14 @@ def image_votes(db: Database, image_id: int) -> list[dict]:
 
 
 def review_queue(db: Database, limit: int = 1, after: int = 0) -> list[int]:
-    """Disputed images waiting for a reviewer, oldest dispute first."""
+    """Disputed images waiting for a reviewer, oldest dispute first: ordered by the last
+    answer on each (annotation ids only grow, where two timestamps may share a millisecond)."""
     return [
         r[0]
         for r in db.execute(
-            "SELECT image_id FROM image_state WHERE status = 'disputed' AND image_id > ?"
-            " ORDER BY updated_at, image_id LIMIT ?",
+            "SELECT s.image_id FROM image_state s WHERE s.status = 'disputed' AND s.image_id > ?"
+            " ORDER BY (SELECT max(a.id) FROM annotations a WHERE a.image_id = s.image_id),"
+            " s.updated_at, s.image_id LIMIT ?",
             [after, limit],
         )
     ]
