@@ -78,13 +78,16 @@ def _check_header(path: Path, max_pixels: int) -> None:
     """Refuse too many pixels before anything is decoded, then let Pillow verify the file's
     structure (checksums for PNG). verify() spends the handle, hence a separate open."""
     with Image.open(path) as probe:  # reads the header only; Pillow's bomb guard runs here
-        pixels = probe.width * probe.height
-        if pixels > max_pixels:
-            raise ImageRejected(
-                f"too many pixels: {probe.width}x{probe.height} = {pixels:,}"
-                f" (limit {max_pixels:,})"
-            )
+        _refuse_too_many_pixels(probe, max_pixels)
         probe.verify()
+
+
+def _refuse_too_many_pixels(img: Image.Image, max_pixels: int) -> None:
+    pixels = img.width * img.height
+    if pixels > max_pixels:
+        raise ImageRejected(
+            f"too many pixels: {img.width}x{img.height} = {pixels:,} (limit {max_pixels:,})"
+        )
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -107,15 +110,21 @@ def _file_size(path: Path) -> int:
     return size
 
 
-def load_rgb(path: str | Path, max_pixels: int) -> tuple[Image.Image, dict]:
+def load_rgb(path: str | Path, max_pixels: int,
+             verify: bool = True) -> tuple[Image.Image, dict]:
     """Open, verify and fully decode an image, upright (EXIF orientation) and in RGB.
     Returns the image and facts about the file (format, mode, width, height, bytes).
-    Raises ImageRejected with a reason a person can act on."""
+    Raises ImageRejected with a reason a person can act on. `verify=False` skips Pillow's
+    structure check (a second open of the file) for files checked on import: the pixel
+    limit still applies before decoding, and damaged pixel data still fails the decode."""
     path = Path(path)
     size = _file_size(path)
     try:
-        _check_header(path, max_pixels)
+        if verify:
+            _check_header(path, max_pixels)
         with Image.open(path) as img:
+            if not verify:
+                _refuse_too_many_pixels(img, max_pixels)
             img.load()
             facts = {"format": img.format, "mode": img.mode}
             rgb = _to_rgb(_upright(img))

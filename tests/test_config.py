@@ -89,6 +89,8 @@ def test_a_project_is_not_created_twice(tmp_path):
          "display_size must be between 16 and 4096"),
         ('[project]\nname = "x"\n[images]\nthumb_size = 5000\n',
          "thumb_size must be between 16 and 4096"),
+        ('[project]\nname = "x"\n[model]\nloader_workers = -2\n',
+         r"loader_workers >= -1 \(-1: by cores\)"),
     ],
 )
 def test_mistakes_in_the_file_are_clear_project_errors(tmp_path, text, message):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,63 @@ def test_embeddings_are_stable_and_per_input_size(cache_root, tmp_path, digit_fi
     folders = sorted(p.name for p in (cache_root / "embeddings").iterdir())
     assert folders == ["efficientnet_lite0-32", "efficientnet_lite0-48"]
     assert not np.allclose(other.embeddings(ids[:10]), cached.embeddings(ids[:10]), atol=1e-2)
+
+
+def test_a_reading_thread_and_worker_processes_give_the_same_embeddings(tmp_path, digit_files):
+    # workers=0: a background thread decodes; workers=1: a spawned DataLoader process. The
+    # batch-wise normalisation matches torchvision's ToTensor + Normalize per image.
+    from torchvision import transforms
+
+    from server.imaging import load_rgb
+
+    ids, paths, _ = digit_files
+    threaded, process = lite0(tmp_path / "a"), lite0(tmp_path / "b", workers=1)
+    threaded.embed(ids[:12], paths[:12])
+    process.embed(ids[:12], paths[:12])
+    np.testing.assert_array_equal(threaded.embeddings(ids[:12]), process.embeddings(ids[:12]))
+    config = threaded.data_config()
+    per_image = transforms.Compose([
+        transforms.Resize(SIZE, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(SIZE), transforms.ToTensor(),
+        transforms.Normalize(config["mean"], config["std"]),
+    ])
+    batch = torch.stack([per_image(load_rgb(p, 10**8)[0]) for p in paths[:12]])
+    with torch.inference_mode():
+        model = threaded.backbone().eval()
+        expected = model.forward_head(model.forward_features(batch), pre_logits=True)
+    np.testing.assert_allclose(threaded.embeddings(ids[:12]), expected.numpy(),
+                               atol=2e-2, rtol=1e-2)  # float16 storage
+
+
+def test_read_ahead_passes_errors_on_and_stops_when_left():
+    from server.learner.data import default_workers, read_ahead
+
+    def items():
+        yield from range(3)
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in read_ahead(items(), ahead=2):
+            got.append(item)
+    assert got == [0, 1, 2]
+
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+
+    reader = read_ahead(endless(), ahead=2)
+    assert [next(reader) for _ in range(5)] == [0, 1, 2, 3, 4]
+    reader.close()  # the consumer leaves: the thread stops instead of reading on
+    time.sleep(0.5)
+    stopped_at = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == stopped_at <= 5 + 2 + 2
+    assert default_workers(2) == 0 and default_workers(1) == 0
+    assert default_workers(4) == 3 and default_workers(64) == 8
 
 
 def test_unreadable_files_are_reported_and_not_cached(tmp_path, digit_files):

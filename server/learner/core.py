@@ -26,7 +26,7 @@ class LearnerConfig:
     pretrained: bool = True
     input_size: int = 64
     batch_size: int = 64
-    workers: int = 1  # DataLoader processes decoding images beside the forward pass
+    workers: int | None = None  # loader processes beside the forward pass; None: by cores
     mode: str = "auto"
     device: str = "auto"
     max_pixels: int = 40_000_000
@@ -41,6 +41,11 @@ class LearnerConfig:
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             return "cpu"  # a CUDA setting on a machine without one falls back cleanly
         return self.device
+
+    def resolved_workers(self) -> int:
+        from .data import default_workers
+
+        return default_workers() if self.workers is None or self.workers < 0 else self.workers
 
     def resolved_mode(self) -> str:
         if self.mode not in MODES:

@@ -1,10 +1,15 @@
-"""Feeding images to a network: decoding and resizing in DataLoader workers while the main
-process runs the forward pass."""
+"""Feeding images to a network: decoding and resizing run beside the forward pass, in
+DataLoader worker processes (many cores, a GPU) or in one background thread of the same
+process (the default on two cores: no process to spawn, no tensors to pass between processes;
+Pillow and torch let go of the GIL while they work)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -13,19 +18,98 @@ from torch.utils.data import DataLoader, Dataset
 from ..imaging import ImageRejected, load_rgb
 
 
-def eval_transform(size: int, data_config: dict):
-    """Resize the shorter side to `size` and centre-crop a square: the whole image is kept
-    for square inputs, and the network's own normalisation is applied."""
+def default_workers(cpus: int | None = None) -> int:
+    """Loader processes when the project does not say: none on two cores or fewer (a
+    background thread decodes: measured faster there, see bench/embed_throughput.py), else
+    enough to keep a GPU fed, leaving a core for the main process."""
+    cpus = cpus or os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(8, cpus - 1)
+
+
+def eval_transform(size: int, data_config: dict | None = None):
+    """Resize the shorter side to `size` and centre-crop a square (the whole image is kept
+    for square inputs), as uint8: `Normalized` batches apply the network's own
+    normalisation to a whole batch at once, the same arithmetic as torchvision's ToTensor
+    and Normalize per image."""
     from torchvision import transforms
 
     return transforms.Compose(
         [
             transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.CenterCrop(size),
-            transforms.ToTensor(),
-            transforms.Normalize(data_config["mean"], data_config["std"]),
+            transforms.PILToTensor(),
         ]
     )
+
+
+READER_NICENESS = 10
+
+
+class Normalized:
+    """A loader's batches with uint8 images turned into the network's normalised floats,
+    read ahead by a background thread when the loader has no worker processes."""
+
+    def __init__(self, loader: DataLoader, data_config: dict, ahead: int = 4):
+        self.loader = loader
+        self.mean = torch.tensor(data_config["mean"]).view(1, -1, 1, 1)
+        self.std = torch.tensor(data_config["std"]).view(1, -1, 1, 1)
+        self.ahead = ahead
+
+    def normalize(self, batch):
+        images, *rest = batch
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255).sub_(self.mean).div_(self.std)
+        return (images, *rest)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator:
+        if self.loader.num_workers > 0 or self.ahead <= 0:
+            return (self.normalize(b) for b in self.loader)
+        return read_ahead((self.normalize(b) for b in self.loader), self.ahead)
+
+
+def read_ahead(items: Iterator, ahead: int) -> Iterator:
+    """Yield `items`, produced by a background thread up to `ahead` in advance. An error
+    there is raised here; stopping early stops the thread."""
+    waiting: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            # Linux gives each thread its own niceness: reading is several times faster than
+            # the forward pass, so it can take the CPU time the forward leaves over.
+            me = threading.get_native_id()
+            niceness = os.getpriority(os.PRIO_PROCESS, me) + READER_NICENESS
+            os.setpriority(os.PRIO_PROCESS, me, min(19, niceness))
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        waiting.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            waiting.put((end, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            waiting.put((end, exc))
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = waiting.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def train_transform(size: int, data_config: dict):
@@ -51,8 +135,9 @@ class ImageFiles(Dataset):
     instead of stopping the whole pass."""
 
     def __init__(self, paths: Sequence[str], transform, max_pixels: int, size: int,
-                 labels: Sequence[int] | None = None):
+                 labels: Sequence[int] | None = None, uint8: bool = False):
         self.paths = list(paths)
+        self.uint8 = uint8  # the transform gives uint8 tensors (eval_transform)
         self.transform = transform
         self.max_pixels = max_pixels
         self.size = size
@@ -64,9 +149,11 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int):
         label = -1 if self.labels is None else self.labels[index]
         try:
-            image, _ = load_rgb(self.paths[index], self.max_pixels)
+            # Checked on import; the decode still fails on damaged data.
+            image, _ = load_rgb(self.paths[index], self.max_pixels, verify=False)
         except ImageRejected:
-            return torch.zeros(3, self.size, self.size), index, False, label
+            blank = torch.zeros(3, self.size, self.size)
+            return blank.to(torch.uint8) if self.uint8 else blank, index, False, label
         return self.transform(image), index, True, label
 
 
@@ -102,10 +189,12 @@ def features_and_logits(model: torch.nn.Module, batch: torch.Tensor, classifier:
 
 
 def eval_loader(paths: Sequence[str], config, data_config: dict,
-                persistent: bool = False) -> DataLoader:
-    dataset = ImageFiles(paths, eval_transform(config.input_size, data_config),
-                         config.max_pixels, config.input_size)
-    return make_loader(dataset, config.batch_size, config.workers, persistent=persistent)
+                persistent: bool = False) -> Normalized:
+    dataset = ImageFiles(paths, eval_transform(config.input_size), config.max_pixels,
+                         config.input_size, uint8=True)
+    loader = make_loader(dataset, config.batch_size, config.resolved_workers(),
+                         persistent=persistent)
+    return Normalized(loader, data_config)
 
 
 def forward(model: torch.nn.Module, loader: DataLoader, device: str, classifier: bool):

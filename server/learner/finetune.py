@@ -12,6 +12,7 @@ from sklearn.model_selection import train_test_split
 from .backbone import create_backbone
 from .data import (
     ImageFiles,
+    Normalized,
     autocast,
     eval_loader,
     forward,
@@ -56,8 +57,9 @@ def finetune(learner, paths: list[str], labels: np.ndarray, present: list[int], 
     train_set = ImageFiles([paths[i] for i in train_idx],
                            train_transform(config.input_size, data_config),
                            config.max_pixels, config.input_size, targets[train_idx].tolist())
-    loader = make_loader(train_set, config.batch_size, config.workers, shuffle=True,
-                         seed=config.seed, persistent=True)
+    loader = Normalized(make_loader(train_set, config.batch_size, config.resolved_workers(),
+                                    shuffle=True, seed=config.seed, persistent=True),
+                        data_config)
     val_loader = eval_loader([paths[i] for i in val_idx], config, data_config, persistent=True)
     val_weights = weights.cpu()  # the validation loss is computed on the CPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-4)
