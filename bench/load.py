@@ -12,7 +12,8 @@ and images handed to two annotators at once. No timing is asserted anywhere.
 Then a second window of the same length with rounds running beside the annotators: the
 cache gets synthetic 1,280-d embeddings for every image (nothing is decoded, as in
 bench/round_latency.py) and `activelabel retrain` runs one round after another in its own
-process, as the worker would, fitting on the labels given so far and switching the queue.
+process at the priority of the worker that `serve` starts (niced), fitting on the labels
+given so far and switching the queue.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from PIL import Image  # noqa: E402
 from server import store  # noqa: E402
 from server.config import Project, ProjectConfig  # noqa: E402
 from server.passwords import hash_password  # noqa: E402
+from server.workers import WORKER_NICENESS  # noqa: E402
 
 PASSWORD = "load-test-password"
 CLASSES = 10
@@ -191,9 +193,11 @@ class RoundLoop:
     def _run(self) -> None:
         with self.log.open("ab") as out:
             while not self.stopping.is_set():
+                # At the worker's priority: `activelabel serve` starts its worker niced.
                 code = subprocess.call(
                     [sys.executable, "-m", "server", "retrain", str(self.root)],
-                    stdout=out, stderr=subprocess.STDOUT)
+                    stdout=out, stderr=subprocess.STDOUT,
+                    preexec_fn=lambda: os.nice(WORKER_NICENESS))
                 self.finished += code == 0
 
     def start(self) -> None:

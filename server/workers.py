@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -18,10 +19,21 @@ def _die_with_parent() -> None:
         pass  # not Linux: the worker then outlives a killed server until stopped
 
 
+# The worker beside the web server runs at a lower CPU priority: a round may take every core
+# for minutes, and annotators waiting on a page should not wait for it (bench/load.py
+# measures the pages while rounds run).
+WORKER_NICENESS = 10
+
+
+def _worker_setup() -> None:
+    _die_with_parent()
+    os.nice(WORKER_NICENESS)
+
+
 def start_worker_process(project: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "server", "worker", str(Path(project).resolve())],
-        preexec_fn=_die_with_parent,
+        preexec_fn=_worker_setup,
     )
 
 

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from server.learner import Learner
 from server.projects import add_user, init_project
 from server.rounds import _Heartbeat, make_learner, run_round
 from server.store import rounds as round_store
-from server.workers import start_worker_process
+from server.workers import WORKER_NICENESS, start_worker_process
 
 # Small and in-process: rounds take a couple of seconds on a CPU.
 FAST = {"input_size": 32, "loader_workers": 0, "batch_size": 32}
@@ -414,7 +415,7 @@ def test_cli_retrain_runs_a_round_and_reports_unreadable_images(small, runner):
     result = runner.invoke(main, ["retrain", str(project.root), "--no-wait"])
     assert result.exit_code == 0, result.output
     queued = round_store.active_round(small.db)
-    assert f"Round {queued['id']} queued (margin)" in result.output
+    assert f"Round {queued['id']} queued (diverse_margin)" in result.output  # the default
     assert queued["status"] == "queued" and make_huey(project).pending_count() == 1
     result = runner.invoke(main, ["retrain", str(project.root)])
     assert result.exit_code == 1 and "already queued or running" in result.output
@@ -439,6 +440,9 @@ def test_the_worker_process_runs_rounds_queued_in_the_browser(small, monkeypatch
     # What `activelabel serve` starts: `python -m server worker PROJECT`.
     worker = start_worker_process(small.project.root)
     try:
+        # Niced, so a round's computing never slows annotators' pages down.
+        assert (os.getpriority(os.PRIO_PROCESS, worker.pid)
+                == min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICENESS))
         deadline = time.monotonic() + 60
         while small.round(orphan)["status"] == "running":
             assert time.monotonic() < deadline, "the restarted worker left the orphan running"
