@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,13 @@ from sqlite_utils import Database
 from .schema import migrations
 
 BUSY_TIMEOUT_MS = 10_000
+# Waiting for another process's write lock: try again this often. SQLite's own busy handler
+# sleeps ever longer (up to 100 ms a time) and so can miss every gap between a round's
+# short transactions; polling finds the first one.
+LOCK_POLL_SECONDS = 0.001
+# A long job pauses this long between its chunked transactions, so people's writes waiting
+# for the lock get it in between.
+WRITER_GAP_SECONDS = 0.005
 SQLITE_INT_MAX = 2**63 - 1
 
 
@@ -51,6 +60,40 @@ def connect(path: str | Path, migrate: bool = True) -> Database:
     return db
 
 
+_process_locks: dict[str, threading.RLock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def _process_lock(db: Database) -> threading.RLock:
+    """One lock per database file in this process: the web server's threads queue for the
+    write lock here, in turn, instead of all polling SQLite."""
+    lock = getattr(db, "_activelabel_write_lock", None)
+    if lock is None:
+        path = db.conn.execute("PRAGMA database_list").fetchone()[2]
+        with _process_locks_guard:
+            lock = _process_locks.setdefault(path, threading.RLock())
+        db._activelabel_write_lock = lock
+    return lock
+
+
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, polling every LOCK_POLL_SECONDS while another process writes, for
+    up to BUSY_TIMEOUT_MS."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(LOCK_POLL_SECONDS)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
 @contextlib.contextmanager
 def write(db: Database) -> Iterator[Database]:
     """One BEGIN IMMEDIATE transaction: takes the write lock up front, so a read followed
@@ -59,11 +102,22 @@ def write(db: Database) -> Iterator[Database]:
     if conn.in_transaction:  # nested: join the outer transaction
         yield db
         return
-    conn.execute("BEGIN IMMEDIATE")
+    lock = _process_lock(db)
+    if not lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+        raise sqlite3.OperationalError("database is locked (by another writer in this process)")
     try:
-        yield db
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        _begin_immediate(conn)
+        try:
+            yield db
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        lock.release()
+
+
+def pause_for_writers() -> None:
+    """Between a long job's chunked transactions: let waiting writers in."""
+    time.sleep(WRITER_GAP_SECONDS)

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from sqlite_utils import Database
 
-from .connection import StoreError, is_row_id, now_iso, write
+from .connection import StoreError, is_row_id, now_iso, pause_for_writers, write
 
 FINAL = ("agreed", "adjudicated")  # statuses whose label trains the model and is exported
 STATUSES = ("needs_votes", "agreed", "disputed", "adjudicated")
@@ -321,6 +321,7 @@ def refresh_multivote(db: Database, chunk: int = 500) -> int:
         with write(db):
             for image_id in ids[start:start + chunk]:
                 refresh_state(db, image_id)
+        pause_for_writers()
     return len(ids)
 
 
