@@ -299,6 +299,39 @@ def test_a_vote_during_a_round_is_kept_and_its_image_stays_out_of_the_queue(smal
     assert image not in handed and len(handed) == len(small.queue())
 
 
+def test_votes_and_undos_between_the_publishing_transactions_are_kept(small, monkeypatch):
+    # The round stores its predictions and builds the new queue a few rows per transaction,
+    # pausing between them so people's writes get in: here a vote and an undo land in such a
+    # pause, and the queue switched to afterwards reflects both.
+    first_labels = small.label_per_class("ann", 2, classes=["0", "1", "2"])
+    undone = first_labels[0]
+    undo_id = small.db.execute("SELECT max(id) FROM annotations WHERE image_id = ?",
+                               [undone]).fetchone()[0]
+    answered = min(small.queue())
+    happened = []
+
+    def people_write_in_the_pause() -> None:
+        if not happened:
+            small.label("bob", answered)
+            store.retract(small.db, small.user("ann"), undo_id)
+            happened.append(True)
+
+    monkeypatch.setattr(round_store, "PREDICTION_CHUNK", 5)
+    monkeypatch.setattr(round_store, "pause_for_writers", people_write_in_the_pause)
+    round_id = small.new_round()
+    run_round(small.project, round_id)
+    assert happened and small.round(round_id)["status"] == "done"
+    queue, ranked = small.queue(), small.predictions(round_id)
+    assert answered in ranked and answered not in queue  # answered mid-publish: gone
+    assert undone not in ranked and undone in queue  # undone mid-publish: back, after
+    assert queue[undone] > max(queue[i] for i in queue if i in ranked)  # every ranked image
+    assert {i for i in queue if i != undone} == set(ranked) - {answered}
+    assert all(queue[i] == ranked[i]["rank"] for i in queue if i in ranked)
+    assert [r["name"] for r in small.db.query(
+        "SELECT name FROM sqlite_master WHERE tbl_name LIKE 'queue%' AND type = 'table'")] \
+        == ["queue"]
+
+
 def test_retrain_now_queues_one_round_and_the_status_polls_until_it_is_done(small):
     small.label_per_class("ann", 2, classes=["3", "8"])
     client, token = client_for(small.project, "admin")

@@ -16,7 +16,6 @@ UNRANKED = 1e9
 KEY_SCALE = float(2**56)
 
 ACTIVE = ("queued", "running")
-QUEUE_CHUNK = 5_000  # queue rows per transaction while a round builds its new queue
 
 
 def unranked_priority(shuffle_key: int) -> float:
@@ -147,7 +146,7 @@ def snapshot(db: Database) -> tuple[list[dict], list[dict]]:
         return training_set(db), pool(db)
 
 
-PREDICTION_CHUNK = 10_000
+PREDICTION_CHUNK = 5_000
 
 
 def publish_round(
@@ -162,12 +161,19 @@ def publish_round(
 ) -> None:
     """Store the round's predictions, then switch the queue to its ranking in one
     transaction: annotators see either the old order or the new one, never a mix. The
-    predictions go in first, PREDICTION_CHUNK rows per transaction, and the queue in the new
-    order is built beside the old one, QUEUE_CHUNK rows per transaction, so annotators' votes
-    and leases wait for at most one chunk, not for all of them; nothing reads a round's
-    predictions before the round is done, nor the new queue before the switch."""
+    predictions go in first, with the queue in the new order built beside the old one,
+    PREDICTION_CHUNK rows per transaction, so annotators' votes and leases wait for at most
+    one chunk, not for all of them; nothing reads a round's predictions before the round is
+    done, nor the new queue before the switch. Rewriting the queue's rows (and their index)
+    in place held the switching transaction 0.35 s at 100,000 images, every vote and lease
+    waiting behind it; the swap takes a fifth of that."""
     if get_round(db, round_id) is None or get_round(db, round_id)["status"] != "running":
         raise StoreError(f"round {round_id} is not running; its results are dropped")
+    with write(db):
+        db.execute("DROP TABLE IF EXISTS queue_next")
+        db.execute("CREATE TABLE queue_next (image_id INTEGER PRIMARY KEY, priority FLOAT)")
+        # A fresh index name each time: after the swap, this index belongs to `queue`.
+        db.execute(f"CREATE INDEX queue_priority_r{int(round_id)} ON queue_next (priority)")
     columns = (image_ids.tolist(), class_ids.tolist(), confidence.tolist(), scores.tolist(),
                ranks.tolist())
     for start in range(0, len(image_ids), PREDICTION_CHUNK):
@@ -179,20 +185,25 @@ def publish_round(
                 zip((int(round_id) for _ in range(stop - start)),
                     *(column[start:stop] for column in columns)),
             )
+            db.conn.executemany("INSERT INTO queue_next (image_id, priority) VALUES (?, ?)",
+                                zip(columns[0][start:stop], columns[4][start:stop]))
         pause_for_writers()
-    _build_next_queue(db, round_id)
     with write(db):
         row = get_round(db, round_id)
         if row is None or row["status"] != "running":
             db.execute("DROP TABLE IF EXISTS queue_next")
             raise StoreError(f"round {round_id} is not running; its results are dropped")
-        # Bring the new queue up to date with what changed while it was built (images
-        # answered, or back from an undo), then put it in the old one's place.
+        # Bring the new queue up to date: images answered since the snapshot leave it; any
+        # other image still queued (one that arrived or came back after the snapshot) goes
+        # after every ranked one, in its seeded order. Then it takes the old one's place.
         db.execute("DELETE FROM queue_next WHERE NOT EXISTS"
                    " (SELECT 1 FROM queue q WHERE q.image_id = queue_next.image_id)")
-        db.execute(f"INSERT INTO queue_next (image_id, priority) {_NEXT_PRIORITY}"
-                   " WHERE NOT EXISTS (SELECT 1 FROM queue_next x WHERE x.image_id = q.image_id)",
-                   [KEY_SCALE, UNRANKED, round_id])
+        db.execute(
+            "INSERT INTO queue_next (image_id, priority) SELECT q.image_id,"
+            " i.shuffle_key / ? + ? FROM queue q JOIN images i ON i.id = q.image_id"
+            " WHERE NOT EXISTS (SELECT 1 FROM queue_next x WHERE x.image_id = q.image_id)",
+            [KEY_SCALE, UNRANKED],
+        )
         db.execute("DROP TABLE queue")
         db.execute("ALTER TABLE queue_next RENAME TO queue")
         db.execute(
@@ -206,36 +217,6 @@ def publish_round(
                 summary.get("seconds"), round_id,
             ],
         )
-
-
-# Each queued image's place under a round's ranking: its rank, or (an image that arrived or
-# came back after the round's snapshot) after every ranked image, in its seeded order.
-_NEXT_PRIORITY = (
-    "SELECT q.image_id, coalesce(p.rank, i.shuffle_key / ? + ?) FROM queue q"
-    " JOIN images i ON i.id = q.image_id"
-    " LEFT JOIN predictions p ON p.round_id = ? AND p.image_id = q.image_id"
-)
-
-
-def _build_next_queue(db: Database, round_id: int) -> None:
-    """The queue in the round's order, as a new table built QUEUE_CHUNK images per
-    transaction: rewriting the queue's rows (and their index) in place held the one
-    switching transaction 0.35 s at 100,000 images, every vote and lease waiting behind it;
-    the swap at the end takes about a third of that."""
-    with write(db):
-        db.execute("DROP TABLE IF EXISTS queue_next")
-        db.execute("CREATE TABLE queue_next (image_id INTEGER PRIMARY KEY, priority FLOAT)")
-        # A fresh index name each time: after the swap, this index belongs to `queue`.
-        db.execute(f"CREATE INDEX queue_priority_r{int(round_id)} ON queue_next (priority)")
-    low, high = db.execute("SELECT min(image_id), max(image_id) FROM queue").fetchone()
-    for start in range(low or 0, (high or -1) + 1, QUEUE_CHUNK):
-        with write(db):
-            db.execute(
-                f"INSERT INTO queue_next (image_id, priority) {_NEXT_PRIORITY}"
-                " WHERE q.image_id >= ? AND q.image_id < ?",
-                [KEY_SCALE, UNRANKED, round_id, start, start + QUEUE_CHUNK],
-            )
-        pause_for_writers()
 
 
 def record_estimate(db: Database, round_id: int, accuracy: float | None, per_class: dict,
