@@ -159,15 +159,10 @@ def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
     import strategies
 
     from .live_server import SimulationError, stopping_on_sigterm
-    from .simulate import (
-        make_plan,
-        plan_truth_by_id,
-        read_labels_csv,
-        run_simulation,
-        write_curves,
-    )
+    from .simulate import run_simulation, write_curves
     from .simulate_bulk import MODES
     from .simulated_annotators import consensus_report, parse_accuracies, write_reports
+    from .simulation_plan import make_plan, plan_truth_by_id, read_labels_csv
 
     names = list(dict.fromkeys(s.strip() for s in strategy.split(",") if s.strip()))
     if not names:

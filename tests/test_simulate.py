@@ -15,6 +15,7 @@ from PIL import Image
 from server import live_server, store
 from server import simulate as sim
 from server import simulated_annotators as crowd
+from server import simulation_plan as planning
 from server.cli import main
 from server.config import Project
 from server.demo import write_digits
@@ -114,7 +115,7 @@ def test_simulation_runs_through_the_product(digits_project, tmp_path, runner, s
     assert all(truth[name] == label for name, label in labels)
     no_oracle = sorted(truth)[-UNLABELED:]
     assert not {name for name, _ in labels} & set(no_oracle)
-    test_files = sim.held_out([n for n in truth if n not in no_oracle], seed=3)
+    test_files = planning.held_out([n for n in truth if n not in no_oracle], seed=3)
     assert not {name for name, _ in labels} & test_files
     assert rounds == [("done", 20), ("done", 40)]
     assert (copy / "server.log").exists() and (copy / "worker.log").exists()
@@ -207,7 +208,7 @@ def test_plan_reports_unmatched_rows_and_uses_the_test_file(digits_project):
     project, _, truth = digits_project
     oracle = {**{name: truth[name] for name in sorted(truth)[:100]}, "ghost.png": "1"}
     test = {name: truth[name] for name in sorted(truth)[100:120]}
-    plan = sim.make_plan(Project.open(project.root), oracle, test)
+    plan = planning.make_plan(Project.open(project.root), oracle, test)
     assert len(plan.test) == 20
     assert plan.trainable == 100
     assert plan.images == IMAGES
@@ -240,7 +241,7 @@ def _read_votes(copy: Path) -> tuple[dict, dict, dict]:
     """From the simulated project's database, through the store: annotator name ->
     {rel_path: class name} of their effective votes; rel_path -> (status, consensus class)
     of every voted image; user name -> role."""
-    paths = {row["id"]: row["rel_path"] for row in sim.source_images(Project.open(copy))}
+    paths = {row["id"]: row["rel_path"] for row in planning.source_images(Project.open(copy))}
     db = store.connect(copy / "activelabel.db", migrate=False)
     try:
         users = store.list_users(db)

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from server import simulate as sim
+from server import simulation_plan as planning
 from server.cli import main
 from server.demo import write_digits
 from server.projects import init_project
@@ -73,7 +73,7 @@ def test_grid_and_cluster_modes_label_through_the_product_and_count_actions(
         assert {source for _, _, source in votes} <= sources
         assert mode in {source for _, _, source in votes}
         assert all(truth[name] == label for name, label, _ in votes)
-        held = sim.held_out(list(truth), seed=3)
+        held = planning.held_out(list(truth), seed=3)
         assert not {name for name, _, _ in votes} & held
 
 
