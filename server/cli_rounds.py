@@ -108,11 +108,15 @@ def _summary_text(round_id: int, name: str, summary: dict) -> str:
 
 @click.command(name="strategies")
 def strategies_cmd() -> None:
-    """List the query strategies with a line on each."""
+    """List the query strategies with a line on each; new projects' default is marked."""
     import strategies
 
+    from .config import ProjectConfig
+
+    default = ProjectConfig(name="-").strategy
     for name in strategies.names():
-        click.echo(f"{name:<18} {strategies.describe(name)}")
+        mark = "  (default)" if name == default else ""
+        click.echo(f"{name:<18} {strategies.describe(name)}{mark}")
 
 
 @click.command()

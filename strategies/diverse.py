@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import MiniBatchKMeans
+from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from .registry import Ranking, register
 from .uncertainty import _require, top_k, uncertainty_scores
 
 BATCH = 100  # images an annotator labels between rounds; one per cluster within it
 CANDIDATES_PER_PICK = 10
+# diverse_margin clusters a random projection of the candidates' features: distances in 128
+# dimensions keep their order well enough, and k-means on 1,000 x 128 takes a tenth of a
+# second where the full 1,280 took seconds.
+PROJECTED_DIMENSIONS = 128
 
 
-def round_robin(clusters: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Positions ordered so each cluster gives its most uncertain image before any
-    cluster gives its second (clusters taken most uncertain first)."""
-    order = np.lexsort((-scores, clusters))  # by cluster, then score descending
+def round_robin(clusters: np.ndarray, scores: np.ndarray,
+                within: np.ndarray | None = None) -> np.ndarray:
+    """Positions ordered so each cluster gives its first image before any cluster gives its
+    second, and so on (each round most uncertain first). A cluster's images come in order of
+    `within` (ascending), or most uncertain first without it."""
+    within = -scores if within is None else within
+    order = np.lexsort((within, clusters))  # by cluster, then by `within`
     sorted_clusters = clusters[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_clusters)) + 1]
     depth = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
@@ -44,3 +51,50 @@ def query_cluster_margin(probs, embeddings, k: int, rng: np.random.Generator) ->
     rest = rest[np.argsort(-scores[rest], kind="stable")]
     order = np.concatenate([head, rest])[: min(k, n)]
     return order, scores[order]
+
+
+@register("diverse_margin")
+def query_diverse_margin(probs, embeddings, k: int, rng: np.random.Generator) -> Ranking:
+    """Margin's 10x batch most uncertain in k-means clusters, each cluster's most typical first."""
+    # The image nearest its cluster's centre stands for the images around it, where
+    # cluster_margin's most uncertain one is often an odd one out. On Fashion-MNIST
+    # (bench/label_efficiency.py, 3 seeds) it reaches 95 % of the ceiling with 820-920
+    # labels in batches of 100 (margin 920-1120, random 1620 to over 2,000) and 860-1040 in
+    # batches of 20 (margin 920-1040, random 1420-1780), and unlike margin it is above
+    # random after the first batch (9 seeds, at 120 labels: 67.8 % vs 66.5 %, margin 65.2 %).
+    probs = _require(probs)
+    scores = uncertainty_scores("margin", probs)
+    n = len(scores)
+    # A round ranks the whole pool (k = n): BATCH clusters. Asked for a smaller batch, one
+    # cluster per image of it: at batches of 20, 20 clusters of the 200 most uncertain
+    # needed fewer labels than 100 clusters of 1,000 (bench/label_efficiency.py).
+    batch = min(k, BATCH)
+    if embeddings is None or n <= batch:
+        return top_k(scores, k, rng)
+    candidates, _ = top_k(scores, min(n, batch * CANDIDATES_PER_PICK), rng)
+    points = cluster_features(embeddings[candidates], rng)
+    distinct = len(np.unique(points, axis=0))  # k-means makes at most this many clusters
+    kmeans = KMeans(n_clusters=min(batch, distinct), n_init=1,
+                    random_state=int(rng.integers(2**31))).fit(points)
+    clusters = kmeans.labels_
+    from_centre = np.linalg.norm(points - kmeans.cluster_centers_[clusters], axis=1)
+    head = candidates[round_robin(clusters, scores[candidates], within=from_centre)]
+    rest = np.setdiff1d(np.arange(n), candidates, assume_unique=True)
+    rest = rest[np.argsort(-scores[rest], kind="stable")]
+    order = np.concatenate([head, rest])[: min(k, n)]
+    return order, scores[order]
+
+
+def cluster_features(embeddings, rng: np.random.Generator) -> np.ndarray:
+    """Points to cluster: the signed square root of the features (as the head sees them),
+    standardised, randomly projected to PROJECTED_DIMENSIONS and scaled to unit length."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    x = np.copysign(np.sqrt(np.abs(x)), x)
+    x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
+    if x.shape[1] > PROJECTED_DIMENSIONS:
+        projection = rng.normal(size=(x.shape[1], PROJECTED_DIMENSIONS)).astype(np.float32)
+        x = x @ projection
+    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
+    # float32 rounding can make equal rows differ in the last bit; round so exact duplicate
+    # images stay duplicates when counting distinct points.
+    return x.round(6)

@@ -1,7 +1,8 @@
 """Query strategies: every registered one keeps the shared contract (parametrized over the
 registry, so a new strategy is checked without a new test); the uncertainty measures agree
-with modAL's own functions and with values worked out by hand; cluster_margin spreads its
-first batch over the data instead of taking near-duplicates."""
+with modAL's own functions and with values worked out by hand; cluster_margin and
+diverse_margin spread their first batch over the data instead of taking near-duplicates, and
+diverse_margin takes each cluster's typical image rather than its odd one out."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from sklearn.base import BaseEstimator
 
 import strategies
 from server.cli import main
-from strategies.diverse import BATCH
+from server.config import ProjectConfig
+from strategies.diverse import BATCH, CANDIDATES_PER_PICK
 from strategies.registry import UnknownStrategy
 from strategies.uncertainty import uncertainty_scores
 
@@ -126,7 +128,8 @@ def test_random_works_before_any_model():
     assert not np.any(scores)
 
 
-@pytest.mark.parametrize("name", ["least_confidence", "margin", "entropy", "cluster_margin"])
+@pytest.mark.parametrize("name", ["least_confidence", "margin", "entropy", "cluster_margin",
+                                  "diverse_margin"])
 def test_uncertainty_strategies_need_probabilities(name):
     _, embeddings = pool(n=30)
     with pytest.raises(ValueError, match="probabilities"):
@@ -145,25 +148,93 @@ def duplicate_clusters(clusters: int = 20, per_cluster: int = 30, seed: int = 0)
     return probs, embeddings, cluster
 
 
-def test_cluster_margin_spreads_its_first_batch_over_clusters():
+@pytest.mark.parametrize("name", ["cluster_margin", "diverse_margin"])
+def test_clustering_strategies_spread_their_first_batch_over_clusters(name):
     probs, embeddings, cluster = duplicate_clusters()
     rng = np.random.default_rng(0)
     margin, _ = strategies.get_strategy("margin")(probs, embeddings, BATCH, rng)
-    spread, _ = strategies.get_strategy("cluster_margin")(probs, embeddings, BATCH, rng)
+    spread, _ = strategies.get_strategy(name)(probs, embeddings, BATCH, rng)
     assert len(set(cluster[margin])) == 4  # 100 picks from 4 clusters of duplicates
     assert len(set(cluster[spread])) == 20  # every cluster gives some
     # ...and the most uncertain images still come first.
     assert set(cluster[spread[:4]]) <= {0, 1, 2, 3}
 
 
-def test_cluster_margin_with_exact_duplicates():
+@pytest.mark.parametrize("name", ["cluster_margin", "diverse_margin"])
+def test_clustering_strategies_with_exact_duplicates(name):
     # Identical images give identical embeddings: fewer distinct points than clusters.
     probs, embeddings, cluster = duplicate_clusters(clusters=5, per_cluster=40)
     embeddings = embeddings.round(0)
-    indices, _ = strategies.get_strategy("cluster_margin")(probs, embeddings, BATCH,
-                                                            np.random.default_rng(0))
+    indices, _ = strategies.get_strategy(name)(probs, embeddings, BATCH,
+                                               np.random.default_rng(0))
     assert len(set(indices.tolist())) == BATCH
     assert len(set(cluster[indices])) == 5
+
+
+def test_diverse_margin_clusters_a_small_batch_from_its_own_candidates():
+    # Asked for 20: the 200 most uncertain (the four uncertain groups and the top of the
+    # rest) in 20 clusters, so the 20 picks cover every group those candidates come from.
+    probs, embeddings, cluster = duplicate_clusters(clusters=20, per_cluster=30)
+    k = 20
+    margin, _ = strategies.get_strategy("margin")(probs, embeddings, k * CANDIDATES_PER_PICK,
+                                                  np.random.default_rng(0))
+    picks, _ = strategies.get_strategy("diverse_margin")(probs, embeddings, k,
+                                                         np.random.default_rng(0))
+    assert len(picks) == k and set(picks) <= set(margin)
+    assert set(cluster[picks]) == set(cluster[margin])
+    assert len(set(cluster[margin])) > 4  # more groups than plain margin's top 20 reach
+    top20, _ = strategies.get_strategy("margin")(probs, embeddings, k, np.random.default_rng(0))
+    assert set(cluster[top20]) <= {0, 1, 2, 3}
+
+
+def groups_with_an_odd_one(groups: int = BATCH, per_group: int = 10, seed: int = 0):
+    """Well separated groups of similar images; in each, the most uncertain image lies at the
+    group's edge, away from the others (an odd one out)."""
+    rng = np.random.default_rng(seed)
+    centres = 50 + rng.normal(scale=10.0, size=(groups, 16))
+    offsets = rng.normal(scale=0.3, size=(groups, per_group, 16))
+    offsets -= offsets.mean(axis=1, keepdims=True)
+    offsets[:, 0] += 2.0  # the odd one out: item 0 of each group
+    embeddings = (centres[:, None, :] + offsets).reshape(-1, 16)
+    group = np.repeat(np.arange(groups), per_group)
+    odd = np.tile(np.arange(per_group) == 0, groups)
+    top = np.where(odd, 0.5, 0.7) + rng.uniform(0.0, 0.05, size=len(group))
+    return np.column_stack([top, 1 - top]), embeddings, group, odd
+
+
+def test_diverse_margin_takes_each_clusters_typical_image():
+    probs, embeddings, group, odd = groups_with_an_odd_one()
+    margin, _ = strategies.get_strategy("margin")(probs, embeddings, BATCH,
+                                                  np.random.default_rng(0))
+    assert odd[margin].all()  # margin's batch: every group's odd one out
+    picks, scores = strategies.get_strategy("diverse_margin")(probs, embeddings, BATCH,
+                                                              np.random.default_rng(0))
+    assert len(set(group[picks])) >= 0.9 * BATCH  # one from (nearly) every group
+    assert odd[picks].mean() <= 0.1  # ...and that one a typical image, not the odd one
+    np.testing.assert_allclose(scores, uncertainty_scores("margin", probs)[picks])
+
+
+def test_diverse_margin_ranks_the_rest_by_margin():
+    # A whole-pool ranking (what a round asks for): the clustered candidates first, then
+    # every other image by plain margin.
+    candidates = BATCH * CANDIDATES_PER_PICK
+    probs, embeddings = pool(n=candidates + 200)
+    order, scores = strategies.get_strategy("diverse_margin")(probs, embeddings, len(probs),
+                                                             np.random.default_rng(0))
+    assert sorted(order.tolist()) == list(range(len(probs)))
+    assert scores[candidates:].max() <= scores[:candidates].min()
+    assert np.all(np.diff(scores[candidates:]) <= 0)
+
+
+@pytest.mark.parametrize("name", ["diverse_margin", "cluster_margin"])
+def test_clustering_strategies_with_one_class_and_float16_embeddings(name):
+    # One class: every probability is 1, every margin the same. The cache's float16 rows.
+    _, embeddings = pool()
+    probs = np.ones((N, 1))
+    indices, scores = strategies.get_strategy(name)(probs, embeddings.astype(np.float16), 50,
+                                                    np.random.default_rng(0))
+    assert len(set(indices.tolist())) == 50
+    assert np.all(scores == scores[0])
 
 
 def test_unknown_strategy_lists_the_known_ones():
@@ -192,3 +263,5 @@ def test_cli_lists_strategies_with_descriptions(runner):
     assert [line.split()[0] for line in lines] == strategies.names()
     for line, name in zip(lines, strategies.names()):
         assert strategies.describe(name) in line
+    assert [line.split()[0] for line in lines if line.endswith("(default)")] == \
+        [ProjectConfig(name="x").strategy]
