@@ -452,3 +452,25 @@ def test_concurrent_first_requests_hand_out_disjoint_images(project):
     everything = [image for images in results.values() for image in images]
     assert len(everything) == 16
     assert len(set(everything)) == 16
+
+
+def test_a_rounds_snapshot_is_one_moment_and_holds_no_writer_up(project):
+    # The round reads its training set and pool in one read transaction: a vote written by
+    # someone else meanwhile goes through at once, and is not half-seen by the snapshot.
+    from server.store import rounds as round_store
+    from server.store.connection import read
+
+    reader, voter = store.connect(project.db_path), store.connect(project.db_path)
+    ann = user_id(voter, "ann")
+    image = min(queued(voter))
+    with read(reader):
+        before = round_store.training_set(reader)
+        started = time.monotonic()
+        store.add_vote(voter, ann, image, "label", class_id(voter, "0"))  # not held up
+        assert time.monotonic() - started < 1.0
+        pool = {r["id"] for r in round_store.pool(reader)}
+        assert image in pool and image not in {r["id"] for r in before}  # as before the vote
+    assert image not in {r["id"] for r in round_store.pool(reader)}  # the next read sees it
+    assert image in {r["id"] for r in round_store.training_set(reader)}
+    reader.conn.close()
+    voter.conn.close()

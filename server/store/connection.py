@@ -21,7 +21,7 @@ BUSY_TIMEOUT_MS = 10_000
 LOCK_POLL_SECONDS = 0.001
 # A long job pauses this long between its chunked transactions, so people's writes waiting
 # for the lock get it in between.
-WRITER_GAP_SECONDS = 0.005
+WRITER_GAP_SECONDS = 0.002
 SQLITE_INT_MAX = 2**63 - 1
 
 
@@ -116,6 +116,22 @@ def write(db: Database) -> Iterator[Database]:
         conn.execute("COMMIT")
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def read(db: Database) -> Iterator[Database]:
+    """One read transaction: every query inside sees the database as of its first read
+    (WAL), and writers are never held up by it."""
+    conn = db.conn
+    if conn.in_transaction:
+        yield db
+        return
+    conn.execute("BEGIN")
+    try:
+        yield db
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
 
 
 def pause_for_writers() -> None:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 from sqlite_utils import Database
 
-from .connection import StoreError, now_iso, pause_for_writers, write
+from .connection import StoreError, now_iso, pause_for_writers, read, write
 
 # Images no round has ranked come after every ranked one, in their seeded shuffle order.
 UNRANKED = 1e9
@@ -134,15 +134,17 @@ def training_set(db: Database) -> list[dict]:
 
 def pool(db: Database) -> list[dict]:
     """Images still waiting for votes: the ones a round ranks."""
-    return list(db.query(
+    return [{"id": image_id, "path": path} for image_id, path in db.execute(
         "SELECT i.id, i.path FROM queue q JOIN images i ON i.id = q.image_id ORDER BY i.id"
-    ))
+    )]
 
 
 def snapshot(db: Database) -> tuple[list[dict], list[dict]]:
-    """(training set, pool) as of one moment: read in one transaction, so a vote landing
-    between the two reads cannot leave its image in neither (or, undone, in both)."""
-    with write(db):
+    """(training set, pool) as of one moment: read in one read transaction, so a vote
+    landing between the two reads cannot leave its image in neither (or, undone, in both),
+    while votes and leases go on being written (a write transaction here held them up for
+    2 s at 1,000,000 images)."""
+    with read(db):
         return training_set(db), pool(db)
 
 
@@ -172,10 +174,13 @@ def publish_round(
     with write(db):
         db.execute("DROP TABLE IF EXISTS queue_next")
         db.execute("CREATE TABLE queue_next (image_id INTEGER PRIMARY KEY, priority FLOAT)")
-        # A fresh index name each time: after the swap, this index belongs to `queue`.
-        db.execute(f"CREATE INDEX queue_priority_r{int(round_id)} ON queue_next (priority)")
     columns = (image_ids.tolist(), class_ids.tolist(), confidence.tolist(), scores.tolist(),
                ranks.tolist())
+    # The new queue's rows go in by image id and its index is made once they are all in:
+    # filling an index on priority row by row, in random order, took 9 s at 1,000,000
+    # images, building it afterwards 0.4 s.
+    by_id = np.argsort(image_ids, kind="stable")
+    queue_rows = (image_ids[by_id].tolist(), ranks[by_id].tolist())
     for start in range(0, len(image_ids), PREDICTION_CHUNK):
         stop = start + PREDICTION_CHUNK
         with write(db):
@@ -186,8 +191,12 @@ def publish_round(
                     *(column[start:stop] for column in columns)),
             )
             db.conn.executemany("INSERT INTO queue_next (image_id, priority) VALUES (?, ?)",
-                                zip(columns[0][start:stop], columns[4][start:stop]))
+                                zip(queue_rows[0][start:stop], queue_rows[1][start:stop]))
         pause_for_writers()
+    with write(db):
+        # A fresh index name each time: after the swap, this index belongs to `queue`.
+        db.execute(f"CREATE INDEX queue_priority_r{int(round_id)} ON queue_next (priority)")
+    pause_for_writers()
     with write(db):
         row = get_round(db, round_id)
         if row is None or row["status"] != "running":
