@@ -110,13 +110,17 @@ def _file_size(path: Path) -> int:
     return size
 
 
-def load_rgb(path: str | Path, max_pixels: int,
-             verify: bool = True) -> tuple[Image.Image, dict]:
+def load_rgb(path: str | Path, max_pixels: int, verify: bool = True,
+             at_least: int | None = None) -> tuple[Image.Image, dict]:
     """Open, verify and fully decode an image, upright (EXIF orientation) and in RGB.
     Returns the image and facts about the file (format, mode, width, height, bytes).
     Raises ImageRejected with a reason a person can act on. `verify=False` skips Pillow's
     structure check (a second open of the file) for files checked on import: the pixel
-    limit still applies before decoding, and damaged pixel data still fails the decode."""
+    limit still applies before decoding, and damaged pixel data still fails the decode.
+    `at_least`: the caller shrinks the image to that many pixels a side anyway, so a JPEG
+    may be decoded at 1/2, 1/4 or 1/8 scale while both sides stay at least that long (a
+    12-megapixel photo decodes many times faster); width and height are then the decoded
+    image's."""
     path = Path(path)
     size = _file_size(path)
     try:
@@ -125,8 +129,10 @@ def load_rgb(path: str | Path, max_pixels: int,
         with Image.open(path) as img:
             if not verify:
                 _refuse_too_many_pixels(img, max_pixels)
-            img.load()
             facts = {"format": img.format, "mode": img.mode}
+            if at_least:
+                img.draft("RGB", (at_least, at_least))
+            img.load()
             rgb = _to_rgb(_upright(img))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"too many pixels (decompression bomb guard): {exc}") from exc
@@ -151,7 +157,7 @@ def check_image(path: str | Path, max_pixels: int) -> dict:
 def render_copy(source: str | Path, target: Path, longest_side: int, max_pixels: int) -> Path:
     """Write a JPEG copy of `source` no larger than `longest_side` to `target`, atomically.
     Small images are not enlarged: the page scales them with CSS."""
-    img, _ = load_rgb(source, max_pixels)
+    img, _ = load_rgb(source, max_pixels, at_least=longest_side)
     img.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")

@@ -272,3 +272,28 @@ def test_render_copy_of_a_bad_file_raises_and_writes_nothing(tmp_path):
     with pytest.raises(ImageRejected):
         render_copy(path, tmp_path / "out" / "1.jpg", 160, LIMIT)
     assert not (tmp_path / "out" / "1.jpg").exists()
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_when_only_a_small_copy_is_needed(
+        tmp_path, digits):
+    # A real digit blown up to a 2400x1600 photo: the learner needs 64 px a side, so the
+    # JPEG decodes at 1/8 scale, and the result shrunk to 64 px matches the full decode's.
+    digit = (255 - digits.images[7] * 16).clip(0, 255).astype(np.uint8)
+    photo = Image.fromarray(digit).resize((2400, 1600), Image.Resampling.BICUBIC).convert("RGB")
+    path = tmp_path / "photo.jpg"
+    photo.save(path, quality=92, exif=exif_with(6))  # and stored on its side
+    full, facts = load_rgb(path, 40_000_000)
+    small, _ = load_rgb(path, 40_000_000, verify=False, at_least=64)
+    assert full.size == (1600, 2400) and facts["format"] == "JPEG"  # upright
+    assert small.size == (200, 300)  # 1/8 scale: both sides still at least 64
+    assert min(load_rgb(path, 40_000_000, at_least=1000)[0].size) >= 1000  # 1/1.6 -> 1/1
+    shrunk = [np.asarray(ImageOps.fit(i, (64, 64), Image.Resampling.BICUBIC), np.float32)
+              for i in (full, small)]
+    assert np.abs(shrunk[0] - shrunk[1]).mean() < 2.0  # out of 255
+    # PNG has no reduced decode: the same pixels either way.
+    png = tmp_path / "photo.png"
+    photo.save(png)
+    assert load_rgb(png, 40_000_000, at_least=64)[0].size == (2400, 1600)
+    # The display copy of the photo is made from the reduced decode too, at its full size.
+    with Image.open(render_copy(path, tmp_path / "copy.jpg", 768, 40_000_000)) as copy:
+        assert copy.size == (512, 768)

@@ -150,7 +150,8 @@ class ImageFiles(Dataset):
         label = -1 if self.labels is None else self.labels[index]
         try:
             # Checked on import; the decode still fails on damaged data.
-            image, _ = load_rgb(self.paths[index], self.max_pixels, verify=False)
+            image, _ = load_rgb(self.paths[index], self.max_pixels, verify=False,
+                                at_least=self.size)
         except ImageRejected:
             blank = torch.zeros(3, self.size, self.size)
             return blank.to(torch.uint8) if self.uint8 else blank, index, False, label
