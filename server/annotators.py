@@ -10,7 +10,7 @@ from statistics import median
 import numpy as np
 from sqlite_utils import Database
 
-from . import agreement, store
+from . import agreement, agreement_measures, store
 
 IMPORT = "import"  # the annotator key of labels that came with the images
 
@@ -72,7 +72,7 @@ class AgreementReport:
     fleiss: agreement.FleissKappa | None
     alpha: float | None
     annotators: list[AnnotatorRow]
-    kappas: dict[tuple[str, str], agreement.PairKappa] = field(default_factory=dict)
+    kappas: dict[tuple[str, str], agreement_measures.PairKappa] = field(default_factory=dict)
     confusion: np.ndarray | None = None  # between annotators, summed over ordered pairs
     model: dict | None = None
     weighted: bool = False
@@ -88,19 +88,20 @@ def agreement_report(db: Database) -> AgreementReport:
         counts[image] = counts.get(image, 0) + 1
     overlap = sum(1 for n in counts.values() if n >= 2)
     fleiss = alpha = None
-    kappas: dict[tuple[str, str], agreement.PairKappa] = {}
+    kappas: dict[tuple[str, str], agreement_measures.PairKappa] = {}
     confusion = None
     if overlap and k:
-        fleiss = agreement.fleiss_kappa(triples, k)
-        alpha = agreement.krippendorff_alpha(triples, k)
+        fleiss = agreement_measures.fleiss_kappa(triples, k)
+        alpha = agreement_measures.krippendorff_alpha(triples, k)
         kappas = {
             (names.get(a, a), names.get(b, b)): value
-            for (a, b), value in agreement.cohen_kappa_pairs(triples).items()
+            for (a, b), value in agreement_measures.cohen_kappa_pairs(triples).items()
         }
-        confusion = agreement.pairwise_confusion(triples, k)
+        confusion = agreement_measures.pairwise_confusion(triples, k)
     index = {c["id"]: i for i, c in enumerate(classes)}
     consensus = {image: index[c] for image, c in store.consensus_labels(db).items()}
-    with_consensus = agreement.agreement_with_consensus(triples, consensus) if triples else {}
+    with_consensus = (agreement_measures.agreement_with_consensus(triples, consensus)
+                      if triples else {})
     gold = {image: index[c] for image, c in store.gold_answers(db).items()}
     model = store.latest_annotator_model(db)
     accuracies = (model or {}).get("accuracies", {})

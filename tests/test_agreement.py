@@ -15,22 +15,24 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss
 
-from server import agreement
+from server import agreement, agreement_measures
 from server.agreement import (
     MIN_SHARED_ITEMS,
     DawidSkeneResult,
-    agreement_with_consensus,
-    cohen_kappa_pairs,
-    confusion_between,
     dawid_skene,
-    fleiss_kappa,
     index_votes,
-    krippendorff_alpha,
     majority,
-    pairwise_confusion,
     shared_item_counts,
     weighted_label,
     weights_trustworthy,
+)
+from server.agreement_measures import (
+    agreement_with_consensus,
+    cohen_kappa_pairs,
+    confusion_between,
+    fleiss_kappa,
+    krippendorff_alpha,
+    pairwise_confusion,
 )
 
 K = 10
@@ -318,7 +320,7 @@ def test_agreement_with_consensus_against_the_truth():
     partial = agreement_with_consensus([(1, "a", 0), (2, "a", 1), (2, "b", 1)], {1: None, 2: 1})
     assert partial["a"].share == 1.0 and partial["a"].votes_compared == 1
     assert agreement_with_consensus([(1, "a", 0)], {}) == {
-        "a": agreement.ConsensusAgreement(None, 0)
+        "a": agreement_measures.ConsensusAgreement(None, 0)
     }
 
 
@@ -331,7 +333,7 @@ def test_empty_input():
     assert result.items == [] and result.posteriors.shape == (0, K) and result.converged
     assert weighted_label(result.confusion_by_annotator(), result.priors, []).shape == (K,)
     assert cohen_kappa_pairs([]) == {}
-    assert fleiss_kappa([], K) == agreement.FleissKappa(None, None, 0)
+    assert fleiss_kappa([], K) == agreement_measures.FleissKappa(None, None, 0)
     assert krippendorff_alpha([], K) is None
     assert pairwise_confusion([], K).sum() == 0
     assert agreement_with_consensus([], {}) == {}
