@@ -7,70 +7,26 @@ repository root. Set ACTIVELABEL_CHROMIUM to use a browser other than /usr/bin/c
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from browser_support import (
+    TIMEOUT_MS,
+    chromium,
+    needs_chromium,
+    run,
+    screenshot,
+    serving,
+)
 
 sync_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = os.environ.get("ACTIVELABEL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
-TIMEOUT_MS = 10_000
+pytestmark = needs_chromium
 
 # Extra annotators for the concurrency and session tests (the demo makes 'annotator').
 EXTRA = {"bob": "bob-password-1", "carol": "carol-password-1"}
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no browser at {CHROMIUM}")
-
-
-def _cli() -> list[str]:
-    """The installed `activelabel` command, preferably the one beside this Python."""
-    found = shutil.which("activelabel", path=str(Path(sys.executable).parent)) or shutil.which(
-        "activelabel"
-    )
-    assert found, "the activelabel command is not installed (pip install -e .)"
-    return [found]
-
-
-def _run(*args: str) -> str:
-    """Run an activelabel command; its output, or a failure that shows it."""
-    done = subprocess.run([*_cli(), *args], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"activelabel {' '.join(args)}:\n{done.stdout}{done.stderr}"
-    return done.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -78,45 +34,21 @@ def server(tmp_path_factory):
     the project folder and the passwords; the server is always stopped."""
     root = tmp_path_factory.mktemp("browser")
     project = root / "demo"
-    built = _run("demo", str(project), "--no-serve")
+    built = run("demo", str(project), "--no-serve")
     passwords = dict(re.findall(r"user '(\w+)'\s+password (\S+)", built))
     assert set(passwords) == {"admin", "annotator"}, built
     for name, password in EXTRA.items():
-        _run("user", "add", str(project), name, "--role", "annotator", "--password", password)
+        run("user", "add", str(project), name, "--role", "annotator", "--password", password)
         passwords[name] = password
 
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [*_cli(), "serve", str(project), "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not _answers(f"{base}/login"):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start:\n{log_path.read_text()}")
-                time.sleep(0.1)
-            yield {"base": base, "project": project, "passwords": passwords}
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+    with serving(project, root / "server.log") as base:
+        yield {"base": base, "project": project, "passwords": passwords}
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -135,11 +67,6 @@ def new_context(browser):
     yield make
     for context in made:
         context.close()
-
-
-def screenshot(page, name: str) -> None:
-    OUTPUT.mkdir(exist_ok=True)
-    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
 
 
 def log_in(page, server, name: str, *, shot: str | None = None) -> None:

@@ -11,68 +11,28 @@ timings measured in the browser (grid-timing.txt).
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
+from browser_support import (
+    OUTPUT,
+    TIMEOUT_MS,
+    chromium,
+    needs_chromium,
+    run,
+    screenshot,
+    serving,
+)
 
 from server import store
 from server.demo import write_digits
 
 sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = needs_chromium
 
-CHROMIUM = os.environ.get("ACTIVELABEL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
-TIMEOUT_MS = 10_000
 JOB_MS = 240_000  # a clustering or a round on a busy two-core CPU
 IMAGES = 1797  # the whole demo
 USERS = {"boss": ("admin", "boss-password-1"), "ann": ("annotator", "ann-password-12")}
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no browser at {CHROMIUM}")
-
-
-def _cli() -> list[str]:
-    found = shutil.which("activelabel", path=str(Path(sys.executable).parent)) or shutil.which(
-        "activelabel"
-    )
-    assert found, "the activelabel command is not installed (pip install -e .)"
-    return [found]
-
-
-def _run(*args: str) -> str:
-    done = subprocess.run([*_cli(), *args], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"activelabel {' '.join(args)}:\n{done.stdout}{done.stderr}"
-    return done.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -82,41 +42,20 @@ def server(tmp_path_factory):
     images, oracle = root / "digits", root / "oracle.csv"
     write_digits(images, oracle, limit=IMAGES)
     project = root / "demo"
-    _run("init", str(project), "--images", str(images), "--classes", ",".join(map(str, range(10))))
+    run("init", str(project), "--images", str(images), "--classes", ",".join(map(str, range(10))))
     for name, (role, password) in USERS.items():
-        _run("user", "add", str(project), name, "--role", role, "--password", password)
+        run("user", "add", str(project), name, "--role", role, "--password", password)
     with oracle.open(newline="") as handle:
         truth = {row["file"]: row["label"] for row in csv.DictReader(handle)}
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     log_path = root / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen([*_cli(), "serve", str(project), "--port", str(port)],
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while not _answers(f"{base}/login"):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start:\n{log_path.read_text()}")
-                time.sleep(0.1)
-            yield {"base": base, "project": project, "truth": truth, "log": log_path}
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+    with serving(project, log_path) as base:
+        yield {"base": base, "project": project, "truth": truth, "log": log_path}
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _page(browser, server, name: str):
@@ -130,11 +69,6 @@ def _page(browser, server, name: str):
         page.click("form.login button[type=submit]")
     assert "/login" not in page.url, page.inner_text("#flash")
     return page
-
-
-def screenshot(page, name: str) -> None:
-    OUTPUT.mkdir(exist_ok=True)
-    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
 
 
 class Data:

@@ -14,41 +14,30 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import tomllib
-import urllib.error
-import urllib.request
 import zipfile
-from pathlib import Path
 
 import krippendorff
 import numpy as np
 import pytest
 import tomli_w
+from browser_support import (
+    TIMEOUT_MS,
+    chromium,
+    needs_chromium,
+    run,
+    screenshot,
+    serving,
+)
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
 from server import store
 from server.demo import write_digits
 
 sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = needs_chromium
 
-CHROMIUM = os.environ.get("ACTIVELABEL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
-TIMEOUT_MS = 10_000
 IMAGES = 30
 
 USERS = {  # name -> (role, password)
@@ -62,38 +51,6 @@ USERS = {  # name -> (role, password)
 KEYS = [("3", "3"), ("1", "7"), ("2", "2"), ("4", "5"), ("6", "6")]
 REVIEWER_KEY = "7"  # the reviewer's final label for the first disputed image
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no browser at {CHROMIUM}")
-
-
-def _cli() -> list[str]:
-    """The installed `activelabel` command, preferably the one beside this Python."""
-    found = shutil.which("activelabel", path=str(Path(sys.executable).parent)) or shutil.which(
-        "activelabel"
-    )
-    assert found, "the activelabel command is not installed (pip install -e .)"
-    return [found]
-
-
-def _run(*args: str) -> str:
-    done = subprocess.run([*_cli(), *args], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"activelabel {' '.join(args)}:\n{done.stdout}{done.stderr}"
-    return done.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A digits project needing two votes per image, with two annotators, a reviewer and an
@@ -101,7 +58,7 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("review")
     write_digits(root / "images", root / "oracle.csv", limit=IMAGES)
     project = root / "digits"
-    _run("init", str(project), "--images", str(root / "images"),
+    run("init", str(project), "--images", str(root / "images"),
          "--classes", ",".join(str(d) for d in range(10)), "--votes-per-image", "2")
     # No QA sample: every image needs exactly the two votes.
     settings_path = project / "activelabel.toml"
@@ -109,40 +66,16 @@ def server(tmp_path_factory):
     settings["labeling"]["qa_fraction"] = 0.0
     settings_path.write_text(tomli_w.dumps(settings))
     for name, (role, password) in USERS.items():
-        _run("user", "add", str(project), name, "--role", role, "--password", password)
+        run("user", "add", str(project), name, "--role", role, "--password", password)
 
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [*_cli(), "serve", str(project), "--port", str(port), "--no-worker"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while not _answers(f"{base}/login"):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start:\n{log_path.read_text()}")
-                time.sleep(0.1)
-            yield {"base": base, "project": project}
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+    with serving(project, root / "server.log", "--no-worker") as base:
+        yield {"base": base, "project": project}
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -159,13 +92,6 @@ def new_page(browser):
     yield make
     for context in made:
         context.close()
-
-
-def screenshot(page, name: str) -> Path:
-    OUTPUT.mkdir(exist_ok=True)
-    path = OUTPUT / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def log_in(page, server, name: str, path: str) -> None:

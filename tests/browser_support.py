@@ -1,0 +1,110 @@
+"""What the browser tests share: Debian's Chromium and how it is started, the installed
+`activelabel` command, a project served on a free port (always stopped), screenshots."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("ACTIVELABEL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+TIMEOUT_MS = 10_000
+
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                    reason=f"no browser at {CHROMIUM}")
+
+
+def cli() -> list[str]:
+    """The installed `activelabel` command, preferably the one beside this Python."""
+    found = shutil.which("activelabel", path=str(Path(sys.executable).parent)) or shutil.which(
+        "activelabel"
+    )
+    assert found, "the activelabel command is not installed (pip install -e .)"
+    return [found]
+
+
+def run(*args: str) -> str:
+    """Run an activelabel command; its output, or a failure that shows it."""
+    done = subprocess.run([*cli(), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"activelabel {' '.join(args)}:\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def serving(project: Path, log_path: Path, *options: str) -> Iterator[str]:
+    """`activelabel serve PROJECT` on a free port until the block ends; yields the base URL.
+    A server that does not answer within 30 s fails the test with its log."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*cli(), "serve", str(project), "--port", str(port), *options],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not _answers(f"{base}/login"):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the server did not start:\n{log_path.read_text()}")
+                time.sleep(0.1)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """Debian's Chromium through Playwright, closed afterwards."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def screenshot(page, name: str) -> Path:
+    OUTPUT.mkdir(exist_ok=True)
+    path = OUTPUT / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
