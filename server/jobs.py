@@ -82,21 +82,21 @@ def enqueue_round(project: Project, huey, strategy: str, requested_by: int | Non
     try:
         round_id, created = round_store.queue_round(db, strategy, requested_by)
         if created:
-            _send(huey, db, round_id)
+            _hand_over(db, "rounds", round_id, huey.run_round)
     finally:
         db.conn.close()
     return round_id
 
 
-def _send(huey, db, round_id: int) -> None:
-    """Hand the round to the queue. If that fails (Redis down, jobs.db unwritable) the
-    round is marked failed: left 'queued' it would block every later round."""
-    from .store import rounds as round_store
+def _hand_over(db, table: str, job_id: int, send) -> None:
+    """Hand a job to the queue (`send(job_id)`). If that fails (Redis down, jobs.db
+    unwritable) the job row is marked failed: left 'queued' it would block every later one."""
+    from .store import job_rows
 
     try:
-        huey.run_round(round_id)
+        send(job_id)
     except Exception as exc:
-        round_store.fail_round(db, round_id, f"could not queue the job: {exc}")
+        job_rows.fail(db, table, job_id, f"could not queue the job: {exc}")
         raise
 
 
@@ -110,11 +110,7 @@ def enqueue_clustering(project: Project, huey, k: int | None, requested_by: int 
     try:
         clustering_id, created = clusterings.queue_clustering(db, k, requested_by)
         if created:
-            try:
-                huey.run_clustering(clustering_id)
-            except Exception as exc:
-                clusterings.fail_clustering(db, clustering_id, f"could not queue the job: {exc}")
-                raise
+            _hand_over(db, "clusterings", clustering_id, huey.run_clustering)
     finally:
         db.conn.close()
     return clustering_id
@@ -129,11 +125,7 @@ def enqueue_quality(project: Project, huey, requested_by: int | None) -> int:
     try:
         run_id, created = quality_store.queue_quality_run(db, requested_by)
         if created:
-            try:
-                huey.run_quality(run_id)
-            except Exception as exc:
-                quality_store.fail_quality_run(db, run_id, f"could not queue the job: {exc}")
-                raise
+            _hand_over(db, "quality_runs", run_id, huey.run_quality)
     finally:
         db.conn.close()
     return run_id

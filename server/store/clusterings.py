@@ -4,11 +4,11 @@ its progress, like a round's) and, once done, every image's cluster and position
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 from sqlite_utils import Database
 
+from . import job_rows
 from .connection import StoreError, is_row_id, now_iso, write
 
 
@@ -55,59 +55,26 @@ def current_clustering(db: Database) -> dict | None:
 
 
 def start_clustering(db: Database, clustering_id: int) -> None:
-    with write(db):
-        row = get_clustering(db, clustering_id)
-        if row is None:
-            raise StoreError(f"no clustering {clustering_id}")
-        if row["status"] != "queued":
-            raise StoreError(f"clustering {clustering_id} is {row['status']}, not queued")
-        db.execute(
-            "UPDATE clusterings SET status = 'running', started_at = ?, heartbeat = ?,"
-            " progress = 0, message = 'starting' WHERE id = ?",
-            [now_iso(), time.time(), clustering_id],
-        )
+    job_rows.start(db, "clusterings", clustering_id, "clustering")
 
 
 def report_clustering(db: Database, clustering_id: int, progress: float, message: str) -> None:
-    with write(db):
-        db.execute(
-            "UPDATE clusterings SET progress = ?, message = ?, heartbeat = ? WHERE id = ?"
-            " AND status = 'running'",
-            [max(0.0, min(1.0, progress)), message, time.time(), clustering_id],
-        )
+    job_rows.report(db, "clusterings", clustering_id, progress, message)
 
 
 def clustering_heartbeat(db: Database, clustering_id: int) -> None:
-    with write(db):
-        db.execute("UPDATE clusterings SET heartbeat = ? WHERE id = ? AND status = 'running'",
-                   [time.time(), clustering_id])
+    job_rows.heartbeat(db, "clusterings", clustering_id)
 
 
 def fail_clustering(db: Database, clustering_id: int, error: str) -> None:
     """Mark a clustering failed; the previous one (if any) keeps serving."""
-    with write(db):
-        db.execute(
-            "UPDATE clusterings SET status = 'failed', error = ?, finished_at = ?,"
-            " message = 'failed' WHERE id = ? AND status IN ('queued', 'running')",
-            [error, now_iso(), clustering_id],
-        )
+    job_rows.fail(db, "clusterings", clustering_id, error)
 
 
 def fail_stale_clusterings(db: Database, stale_seconds: float) -> list[int]:
     """Clusterings marked running whose worker stopped reporting (killed, crashed)."""
-    cutoff = time.time() - stale_seconds
-    with write(db):
-        ids = [r[0] for r in db.execute(
-            "SELECT id FROM clusterings WHERE status = 'running' AND coalesce(heartbeat, 0) < ?",
-            [cutoff],
-        )]
-        for clustering_id in ids:
-            db.execute(
-                "UPDATE clusterings SET status = 'failed', finished_at = ?, message = 'failed',"
-                " error = 'the worker stopped while clustering (killed or crashed)' WHERE id = ?",
-                [now_iso(), clustering_id],
-            )
-    return ids
+    return job_rows.fail_stale(db, "clusterings", stale_seconds,
+                               "the worker stopped while clustering (killed or crashed)")
 
 
 def publish_clustering(db: Database, clustering_id: int, image_ids: np.ndarray,

@@ -4,10 +4,10 @@ near-duplicate groups."""
 from __future__ import annotations
 
 import json
-import time
 
 from sqlite_utils import Database
 
+from . import job_rows
 from .connection import StoreError, is_row_id, now_iso, write
 
 
@@ -29,24 +29,11 @@ def queue_quality_run(db: Database, requested_by: int | None) -> tuple[int, bool
 
 
 def start_quality_run(db: Database, run_id: int) -> None:
-    with write(db):
-        row = get_quality_run(db, run_id)
-        if row is None or row["status"] != "queued":
-            raise StoreError(f"quality run {run_id} is not queued")
-        db.execute(
-            "UPDATE quality_runs SET status = 'running', started_at = ?, heartbeat = ?,"
-            " message = 'starting' WHERE id = ?",
-            [now_iso(), time.time(), run_id],
-        )
+    job_rows.start(db, "quality_runs", run_id, "quality run")
 
 
 def report_quality_progress(db: Database, run_id: int, fraction: float, message: str) -> None:
-    with write(db):
-        db.execute(
-            "UPDATE quality_runs SET progress = ?, message = ?, heartbeat = ? WHERE id = ?"
-            " AND status = 'running'",
-            [max(0.0, min(1.0, fraction)), message, time.time(), run_id],
-        )
+    job_rows.report(db, "quality_runs", run_id, fraction, message)
 
 
 def finish_quality_run(db: Database, run_id: int, result: dict, message: str = "done") -> None:
@@ -59,24 +46,13 @@ def finish_quality_run(db: Database, run_id: int, result: dict, message: str = "
 
 
 def fail_quality_run(db: Database, run_id: int, error: str) -> None:
-    with write(db):
-        db.execute(
-            "UPDATE quality_runs SET status = 'failed', finished_at = ?, error = ?,"
-            " message = 'failed' WHERE id = ? AND status IN ('queued', 'running')",
-            [now_iso(), error, run_id],
-        )
+    job_rows.fail(db, "quality_runs", run_id, error)
 
 
 def fail_stale_quality_runs(db: Database, older_than: float) -> int:
     """Runs left 'running' by a worker that died (no heartbeat for `older_than` seconds)."""
-    with write(db):
-        cursor = db.execute(
-            "UPDATE quality_runs SET status = 'failed', finished_at = ?, message = 'failed',"
-            " error = 'the worker stopped during this run' WHERE status = 'running'"
-            " AND coalesce(heartbeat, 0) < ?",
-            [now_iso(), time.time() - older_than],
-        )
-    return cursor.rowcount
+    return len(job_rows.fail_stale(db, "quality_runs", older_than,
+                                   "the worker stopped during this run"))
 
 
 def get_quality_run(db: Database, run_id: int) -> dict | None:

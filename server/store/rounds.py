@@ -4,11 +4,11 @@ ranking to the queue in one transaction."""
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 from sqlite_utils import Database
 
+from . import job_rows
 from .connection import StoreError, now_iso, pause_for_writers, read, write
 
 # Images no round has ranked come after every ranked one, in their seeded shuffle order.
@@ -64,63 +64,28 @@ def last_done_round(db: Database) -> dict | None:
 
 
 def start_round(db: Database, round_id: int) -> None:
-    with write(db):
-        row = get_round(db, round_id)
-        if row is None:
-            raise StoreError(f"no round {round_id}")
-        if row["status"] != "queued":
-            raise StoreError(f"round {round_id} is {row['status']}, not queued")
-        db.execute(
-            "UPDATE rounds SET status = 'running', started_at = ?, heartbeat = ?, progress = 0,"
-            " message = 'starting' WHERE id = ?",
-            [now_iso(), time.time(), round_id],
-        )
+    job_rows.start(db, "rounds", round_id, "round")
 
 
 def report_progress(db: Database, round_id: int, progress: float, message: str) -> None:
-    with write(db):
-        db.execute(
-            "UPDATE rounds SET progress = ?, message = ?, heartbeat = ? WHERE id = ?"
-            " AND status = 'running'",
-            [max(0.0, min(1.0, progress)), message, time.time(), round_id],
-        )
+    job_rows.report(db, "rounds", round_id, progress, message)
 
 
 def heartbeat(db: Database, round_id: int) -> None:
     """The round's worker is alive (between progress reports)."""
-    with write(db):
-        db.execute(
-            "UPDATE rounds SET heartbeat = ? WHERE id = ? AND status = 'running'",
-            [time.time(), round_id],
-        )
+    job_rows.heartbeat(db, "rounds", round_id)
 
 
 def fail_round(db: Database, round_id: int, error: str) -> None:
     """Mark a round failed. The queue is untouched: the previous ranking keeps serving."""
-    with write(db):
-        db.execute(
-            "UPDATE rounds SET status = 'failed', error = ?, finished_at = ?, message = 'failed'"
-            " WHERE id = ? AND status IN ('queued', 'running')",
-            [error, now_iso(), round_id],
-        )
+    job_rows.fail(db, "rounds", round_id, error)
 
 
 def fail_stale_rounds(db: Database, stale_seconds: float) -> list[int]:
     """Rounds marked running whose worker stopped reporting (killed, crashed)."""
-    cutoff = time.time() - stale_seconds
-    with write(db):
-        ids = [r[0] for r in db.execute(
-            "SELECT id FROM rounds WHERE status = 'running' AND coalesce(heartbeat, 0) < ?",
-            [cutoff],
-        )]
-        for round_id in ids:
-            db.execute(
-                "UPDATE rounds SET status = 'failed', finished_at = ?, message = 'failed',"
-                " error = 'the worker stopped while running this round (killed or crashed)'"
-                " WHERE id = ?",
-                [now_iso(), round_id],
-            )
-    return ids
+    return job_rows.fail_stale(
+        db, "rounds", stale_seconds,
+        "the worker stopped while running this round (killed or crashed)")
 
 
 def training_set(db: Database) -> list[dict]:
