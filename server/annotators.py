@@ -116,7 +116,7 @@ def agreement_report(db: Database) -> AgreementReport:
             role=user["role"],
             labels=len(mine),
             median_seconds=round(median(seconds[uid]), 1) if seconds.get(uid) else None,
-            agreement=_share(with_consensus.get(str(uid))),
+            agreement=getattr(with_consensus.get(str(uid)), "share", None),
             estimated_accuracy=accuracies.get(str(uid)),
             gold_votes=len(on_gold),
             gold_accuracy=sum(on_gold) / len(on_gold) if on_gold else None,
@@ -134,10 +134,3 @@ def agreement_report(db: Database) -> AgreementReport:
         model=model,
         weighted=bool(model and model.get("trusted")),
     )
-
-
-def _share(value) -> float | None:
-    """agreement_with_consensus gives a share or an object carrying one."""
-    if value is None:
-        return None
-    return getattr(value, "share", value)

@@ -9,6 +9,8 @@
     message.textContent = text;
     bar.replaceChildren(message);
   };
+  // Other scripts (grid.js) show their messages the same way.
+  window.activelabel = { showError: show };
 
   document.addEventListener("htmx:responseError", (event) => {
     const xhr = event.detail.xhr;

@@ -9,15 +9,7 @@
   const card = () => document.getElementById("grid-card");
   const boxes = () => Array.from(document.querySelectorAll("#grid-card .thumbs input[type=checkbox]"));
 
-  const say = (text) => {
-    const bar = document.getElementById("flash");
-    if (!bar) return;
-    const message = document.createElement("p");
-    message.className = "flash error";
-    message.setAttribute("role", "alert");
-    message.textContent = text;
-    bar.replaceChildren(message);
-  };
+  const say = (text) => window.activelabel.showError(text); // app.js, on every page
 
   // A fresh grid: focus its first thumbnail, so the arrows and space work at once and the
   // focus ring shows where they act. Once per card: htmx reports a swap more than once
