@@ -47,10 +47,7 @@ def query_cluster_margin(probs, embeddings, k: int, rng: np.random.Generator) ->
         batch_size=1024,
     ).fit_predict(points)
     head = candidates[round_robin(clusters, scores[candidates])]
-    rest = np.setdiff1d(np.arange(n), candidates, assume_unique=True)
-    rest = rest[np.argsort(-scores[rest], kind="stable")]
-    order = np.concatenate([head, rest])[: min(k, n)]
-    return order, scores[order]
+    return _then_the_rest(head, candidates, scores, k)
 
 
 @register("diverse_margin")
@@ -79,6 +76,14 @@ def query_diverse_margin(probs, embeddings, k: int, rng: np.random.Generator) ->
     clusters = kmeans.labels_
     from_centre = np.linalg.norm(points - kmeans.cluster_centers_[clusters], axis=1)
     head = candidates[round_robin(clusters, scores[candidates], within=from_centre)]
+    return _then_the_rest(head, candidates, scores, k)
+
+
+def _then_the_rest(head: np.ndarray, candidates: np.ndarray, scores: np.ndarray,
+                   k: int) -> Ranking:
+    """The clustered candidates in `head`'s order, then every other image by score (most
+    uncertain first); the first k."""
+    n = len(scores)
     rest = np.setdiff1d(np.arange(n), candidates, assume_unique=True)
     rest = rest[np.argsort(-scores[rest], kind="stable")]
     order = np.concatenate([head, rest])[: min(k, n)]

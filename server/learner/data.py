@@ -26,7 +26,7 @@ def default_workers(cpus: int | None = None) -> int:
     return 0 if cpus <= 2 else min(8, cpus - 1)
 
 
-def eval_transform(size: int, data_config: dict | None = None):
+def eval_transform(size: int):
     """Resize the shorter side to `size` and centre-crop a square (the whole image is kept
     for square inputs), as uint8: `Normalized` batches apply the network's own
     normalisation to a whole batch at once, the same arithmetic as torchvision's ToTensor
@@ -65,7 +65,7 @@ class Normalized:
         return len(self.loader)
 
     def __iter__(self) -> Iterator:
-        if self.loader.num_workers > 0 or self.ahead <= 0:
+        if self.loader.num_workers > 0:
             return (self.normalize(b) for b in self.loader)
         return read_ahead((self.normalize(b) for b in self.loader), self.ahead)
 
