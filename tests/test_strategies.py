@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator
 import strategies
 from server.cli import main
 from server.config import ProjectConfig
-from strategies.diverse import BATCH, CANDIDATES_PER_PICK
+from strategies.diverse import BATCH, CANDIDATES_PER_PICK, POOL_SHARE, candidate_count
 from strategies.registry import UnknownStrategy
 from strategies.uncertainty import uncertainty_scores
 
@@ -171,10 +171,55 @@ def test_clustering_strategies_with_exact_duplicates(name):
     assert len(set(cluster[indices])) == 5
 
 
+def with_confident_filler(probs, embeddings, total: int, seed: int = 1):
+    """The pool padded to `total` images with ones the model is 99 % sure of, far from the
+    rest: they are never candidates, but a pool this large lets a strategy take its full
+    CANDIDATES_PER_PICK per pick (it takes at most a POOL_SHARE-th of the pool)."""
+    rng = np.random.default_rng(seed)
+    extra = total - len(probs)
+    filler_probs = np.zeros((extra, probs.shape[1]))
+    filler_probs[:, 0], filler_probs[:, 1:] = 0.99, 0.01 / (probs.shape[1] - 1)
+    filler = rng.normal(loc=-100.0, size=(extra, embeddings.shape[1]))
+    return np.vstack([probs, filler_probs]), np.vstack([embeddings, filler])
+
+
+def test_candidates_are_ten_per_pick_but_at_most_a_tenth_of_the_pool():
+    assert candidate_count(20_000, 100) == 100 * CANDIDATES_PER_PICK == 1000
+    assert candidate_count(20_000, 20) == 200
+    assert candidate_count(5_000, 100) == 5_000 // POOL_SHARE == 500
+    assert candidate_count(1_757, 100) == 200  # the demo after 40 labels: 2 per pick
+    assert candidate_count(150, 100) == 150  # never more than the pool
+
+
+def test_diverse_margin_leads_with_uncertain_images_on_a_small_real_pool():
+    # The demo's situation on real images: 1,797 digits, 40 labeled, the rest ranked. The
+    # first images an annotator sees must be ones the model is unsure of, not merely typical.
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    labeled = np.concatenate([rng.choice(np.flatnonzero(y == c), 4, replace=False)
+                              for c in range(10)])
+    rest = np.setdiff1d(np.arange(len(y)), labeled)
+    probs = LogisticRegression(C=0.01, max_iter=2000).fit(x[labeled], y[labeled]).predict_proba(
+        x[rest])
+    order, _ = strategies.get_strategy("diverse_margin")(probs, x[rest], len(rest), rng)
+    margin = uncertainty_scores("margin", probs)
+    rank_of = np.argsort(np.argsort(-margin))  # 0 = the most uncertain image
+    # The first ten shown are all within the most uncertain twentieth of the pool (taking
+    # candidates from 1,000 of these 1,757, they reached past the hundredth)...
+    assert rank_of[order[:10]].max() < len(rest) / 20
+    # ...and from ten different places, not ten near-copies.
+    assert len(set(y[rest][order[:10]])) >= 5
+
+
 def test_diverse_margin_clusters_a_small_batch_from_its_own_candidates():
     # Asked for 20: the 200 most uncertain (the four uncertain groups and the top of the
     # rest) in 20 clusters, so the 20 picks cover every group those candidates come from.
     probs, embeddings, cluster = duplicate_clusters(clusters=20, per_cluster=30)
+    probs, embeddings = with_confident_filler(probs, embeddings, 20 * 10 * POOL_SHARE)
+    cluster = np.r_[cluster, np.full(len(probs) - len(cluster), -1)]
     k = 20
     margin, _ = strategies.get_strategy("margin")(probs, embeddings, k * CANDIDATES_PER_PICK,
                                                   np.random.default_rng(0))
@@ -204,6 +249,10 @@ def groups_with_an_odd_one(groups: int = BATCH, per_group: int = 10, seed: int =
 
 def test_diverse_margin_takes_each_clusters_typical_image():
     probs, embeddings, group, odd = groups_with_an_odd_one()
+    filled = BATCH * CANDIDATES_PER_PICK * POOL_SHARE
+    probs, embeddings = with_confident_filler(probs, embeddings, filled)
+    group = np.r_[group, np.full(filled - len(group), -1)]
+    odd = np.r_[odd, np.zeros(filled - len(odd), dtype=bool)]
     margin, _ = strategies.get_strategy("margin")(probs, embeddings, BATCH,
                                                   np.random.default_rng(0))
     assert odd[margin].all()  # margin's batch: every group's odd one out
@@ -217,8 +266,8 @@ def test_diverse_margin_takes_each_clusters_typical_image():
 def test_diverse_margin_ranks_the_rest_by_margin():
     # A whole-pool ranking (what a round asks for): the clustered candidates first, then
     # every other image by plain margin.
-    candidates = BATCH * CANDIDATES_PER_PICK
-    probs, embeddings = pool(n=candidates + 200)
+    probs, embeddings = pool(n=BATCH * CANDIDATES_PER_PICK + 200)
+    candidates = candidate_count(len(probs), BATCH)
     order, scores = strategies.get_strategy("diverse_margin")(probs, embeddings, len(probs),
                                                              np.random.default_rng(0))
     assert sorted(order.tolist()) == list(range(len(probs)))
