@@ -68,8 +68,9 @@ def simulate(strategy: str, pool_x, pool_y, test_x, test_y, batch: int, budget: 
             return curve
         rest = np.setdiff1d(np.arange(len(pool_y)), labeled, assume_unique=True)
         probs = head.predict_proba(pool_x[rest])
-        order, _ = query(probs, pool_x[rest], min(batch, budget - len(labeled)), rng)
-        labeled = np.concatenate([labeled, rest[order]])
+        # As a round ranks the pool with the project's query_batch = the batch size.
+        order, _ = strategies.rank_pool(query, probs, pool_x[rest], batch, rng)
+        labeled = np.concatenate([labeled, rest[order[:min(batch, budget - len(labeled))]]])
 
 
 def at(curve: dict[int, float], labels: int) -> float:

@@ -23,7 +23,7 @@ _SECTIONS = {
     "project": ("name", "images", "seed"),
     "labeling": (
         "votes_per_image", "qa_fraction", "qa_votes", "agreement_threshold", "blind",
-        "lease_seconds", "strategy", "show_suggestion",
+        "lease_seconds", "strategy", "query_batch", "show_suggestion",
     ),
     "images": ("max_pixels", "display_size", "thumb_size"),
     "model": (
@@ -56,6 +56,10 @@ class ProjectConfig:
     # fewest labels in bench/label_efficiency.py and, unlike margin, beats random from the
     # first batch on.
     strategy: str = "diverse_margin"
+    # Images a round chooses as one batch for the annotators before the next round; the rest
+    # of the pool follows in whole-pool order. 0: retrain_every, or (rounds started by hand)
+    # the strategy's own whole-pool ranking.
+    query_batch: int = 0
     show_suggestion: bool = True  # show the model's guess on the card (off avoids anchoring)
     max_pixels: int = 40_000_000  # decompression-bomb limit on import
     display_size: int = 768  # longest side of the cached copy shown on the labeling page
@@ -90,12 +94,18 @@ class ProjectConfig:
             raise ProjectError("training_mode must be auto, head or finetune")
         if not 16 <= self.input_size <= 1024:
             raise ProjectError("input_size must be between 16 and 1024")
+        if self.query_batch < 0:
+            raise ProjectError("query_batch must be 0 (follow retrain_every) or positive")
         if self.batch_size < 1 or self.loader_workers < -1 or self.retrain_every < 0:
             raise ProjectError("batch_size must be positive; loader_workers >= -1 (-1: by"
                                " cores); retrain_every >= 0")
         for key in ("display_size", "thumb_size"):
             if not 16 <= getattr(self, key) <= 4096:
                 raise ProjectError(f"{key} must be between 16 and 4096")
+
+    def round_batch(self) -> int | None:
+        """The batch a round ranks first (strategies.rank_pool), None for none."""
+        return self.query_batch or self.retrain_every or None
 
     def to_toml(self) -> str:
         values = dataclasses.asdict(self)

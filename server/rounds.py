@@ -145,7 +145,8 @@ def _run_started(db, project: Project, round_id: int, learner: Learner | None) -
         )
         reporter.stage("rank")(0.0, f"ranking with {row['strategy']}")
         rng = np.random.default_rng([project.config.seed, round_id])
-        order, scores = strategy(probs, embeddings, len(pool), rng)
+        order, scores = strategies.rank_pool(strategy, probs, embeddings,
+                                             project.config.round_batch(), rng)
         summary = publish(db, round_id, pool, fitted, probs, order, scores, started,
                           len(failed))
     except Exception as exc:

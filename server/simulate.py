@@ -114,15 +114,16 @@ def copy_embeddings(from_images: dict[str, int], from_cache: Path,
 
 
 def copy_project(source: Project, target: Path, embedding_sources: Iterable[Project] = (),
-                 votes_per_image: int = 1) -> tuple[Project, dict[str, int]]:
+                 votes_per_image: int = 1, query_batch: int = 0) -> tuple[Project, dict[str, int]]:
     """A fresh project over the same images and classes with no labels (even where the
     source took labels from class folders), the same model and consensus settings but
-    `votes_per_image`, no automatic rounds and its own job queue. Embeddings are copied
+    `votes_per_image` and `query_batch` (the simulation's batch: its rounds, started after
+    each batch, rank that many first), no automatic rounds and its own job queue. Embeddings are copied
     from the source and from `embedding_sources` (earlier copies). Returns the project and
     sha256 -> image id."""
     config = dataclasses.replace(
         source.config, name=target.name, votes_per_image=votes_per_image, retrain_every=0,
-        redis_url="",
+        query_batch=query_batch, redis_url="",
     )
     project = Project.create(target, config)
     images = source_images(source)
@@ -160,7 +161,7 @@ def run_simulation(
         raise SimulationError(f"--mode {mode} simulates one annotator, not {len(accuracies)}")
     folder = f"sim-{strategy}" if mode == "single" else f"sim-{strategy}-{mode}"
     project, ids = copy_project(source, Path(workdir) / folder, embedding_sources,
-                                votes_per_image=len(accuracies))
+                                votes_per_image=len(accuracies), query_batch=batch)
     names = annotator_names(len(accuracies))
     passwords = {name: add_user(project, name, role) for name, role in
                  [("sim-admin", "admin"), *((name, "annotator") for name in names)]}

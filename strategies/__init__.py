@@ -6,12 +6,13 @@ Every strategy has one signature and one return type:
 
 `probs` is (n, classes) predicted probabilities or None before any model exists,
 `embeddings` is (n, d) or None; `indices` are the k pool positions to ask about first,
-best first, and `scores` their scores (higher = more worth labeling).
+best first, and `scores` their scores (higher = more worth labeling). A round ranks the
+whole pool through `rank_pool`, which puts the strategy's choice of the next batch first.
 """
 
 from __future__ import annotations
 
 from . import baseline, diverse, uncertainty  # noqa: F401  (registers the built-ins)
-from .registry import describe, get_strategy, names, register
+from .registry import describe, get_strategy, names, rank_pool, register
 
-__all__ = ["describe", "get_strategy", "names", "register"]
+__all__ = ["describe", "get_strategy", "names", "rank_pool", "register"]

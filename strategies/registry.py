@@ -44,3 +44,21 @@ def names() -> list[str]:
 def describe(name: str) -> str:
     """The first line of the strategy's docstring."""
     return (get_strategy(name).__doc__ or "").strip().splitlines()[0]
+
+
+def rank_pool(strategy: Strategy, probs, embeddings, batch: int | None,
+              rng: np.random.Generator) -> Ranking:
+    """A round's ranking of the whole pool. Annotators label about `batch` images before the
+    next round (the project's retrain_every), so those come first, chosen by the strategy as
+    a batch of that size; the rest follow in the strategy's whole-pool order. A batch-aware
+    strategy picks differently for 20 than for the first 20 of a whole-pool ranking (at
+    batches of 20, diverse_margin needed 860-1,040 labels in bench/label_efficiency.py
+    where the whole-pool ranking's first 20 needed 1,080-1,160). Without a batch, or one the
+    size of the pool, it is the strategy's whole-pool ranking alone."""
+    n = len(probs) if probs is not None else len(embeddings)
+    order, scores = strategy(probs, embeddings, n, rng)
+    if not batch or batch >= n:
+        return order, scores
+    first, first_scores = strategy(probs, embeddings, batch, rng)
+    later = ~np.isin(order, first)
+    return np.concatenate([first, order[later]]), np.concatenate([first_scores, scores[later]])

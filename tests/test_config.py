@@ -35,7 +35,8 @@ def test_the_file_groups_settings_in_sections():
     assert doc["project"] == {"name": CUSTOM.name, "images": CUSTOM.images, "seed": CUSTOM.seed}
     assert doc["labeling"] == {
         "votes_per_image": 3, "qa_fraction": 0.1, "qa_votes": 3, "agreement_threshold": 0.6,
-        "blind": True, "lease_seconds": 90, "strategy": "random", "show_suggestion": True,
+        "blind": True, "lease_seconds": 90, "strategy": "random", "query_batch": 0,
+            "show_suggestion": True,
     }
     assert doc["images"] == {"max_pixels": 1_000_000, "display_size": 512, "thumb_size": 96}
     # Every setting is written once, in one section: nothing is silently left out of the file.
@@ -91,6 +92,8 @@ def test_a_project_is_not_created_twice(tmp_path):
          "thumb_size must be between 16 and 4096"),
         ('[project]\nname = "x"\n[model]\nloader_workers = -2\n',
          r"loader_workers >= -1 \(-1: by cores\)"),
+        ('[project]\nname = "x"\n[labeling]\nquery_batch = -1\n',
+         r"query_batch must be 0 \(follow retrain_every\) or positive"),
     ],
 )
 def test_mistakes_in_the_file_are_clear_project_errors(tmp_path, text, message):
@@ -142,3 +145,9 @@ def test_settings_in_the_file_reach_the_app(project):
     app = create_app(project.root, {"TESTING": True})
     assert app.extensions["activelabel"].config.thumb_size == 48
     assert app.extensions["activelabel"].config.seed == 7  # the conftest project's seed
+
+
+def test_a_rounds_batch_is_query_batch_else_retrain_every_else_none():
+    assert ProjectConfig(name="x").round_batch() is None  # rounds by hand: whole-pool order
+    assert ProjectConfig(name="x", retrain_every=20).round_batch() == 20
+    assert ProjectConfig(name="x", retrain_every=20, query_batch=50).round_batch() == 50

@@ -275,6 +275,39 @@ def test_diverse_margin_ranks_the_rest_by_margin():
     assert np.all(np.diff(scores[candidates:]) <= 0)
 
 
+@pytest.mark.parametrize("name", strategies.names())
+def test_rank_pool_puts_the_strategys_batch_first_then_the_rest(name):
+    probs, embeddings, _ = duplicate_clusters(clusters=20, per_cluster=100)
+    k = 20
+    ranked, scores = strategies.rank_pool(strategies.get_strategy(name), probs, embeddings, k,
+                                          np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    whole, _ = strategies.get_strategy(name)(probs, embeddings, len(probs), rng)
+    batch, _ = strategies.get_strategy(name)(probs, embeddings, k, rng)  # same draws
+    assert sorted(ranked.tolist()) == list(range(len(probs)))  # every image, once
+    assert ranked[:k].tolist() == batch.tolist()
+    assert ranked[k:].tolist() == [i for i in whole if i not in set(batch)]
+    if name in ("margin", "least_confidence", "entropy"):
+        np.testing.assert_allclose(scores, uncertainty_scores(name, probs)[ranked])
+    # No batch: the strategy's whole-pool ranking as it is.
+    alone, _ = strategies.rank_pool(strategies.get_strategy(name), probs, embeddings, None,
+                                    np.random.default_rng(0))
+    assert alone.tolist() == whole.tolist()
+
+
+def test_rank_pool_asks_diverse_margin_for_a_batch_of_its_size():
+    # 20 picks from 20 clusters of the 200 most uncertain (every group those reach), where
+    # the whole-pool ranking's first 20 come from its 100 clusters' most uncertain images.
+    probs, embeddings, cluster = duplicate_clusters(clusters=20, per_cluster=30)
+    probs, embeddings = with_confident_filler(probs, embeddings, 20 * 10 * POOL_SHARE)
+    cluster = np.r_[cluster, np.full(len(probs) - len(cluster), -1)]
+    ranked, _ = strategies.rank_pool(strategies.get_strategy("diverse_margin"), probs,
+                                     embeddings, 20, np.random.default_rng(0))
+    whole, _ = strategies.get_strategy("diverse_margin")(probs, embeddings, len(probs),
+                                                         np.random.default_rng(0))
+    assert len(set(cluster[ranked[:20]])) > len(set(cluster[whole[:20]]))
+
+
 @pytest.mark.parametrize("name", ["diverse_margin", "cluster_margin"])
 def test_clustering_strategies_with_one_class_and_float16_embeddings(name):
     # One class: every probability is 1, every margin the same. The cache's float16 rows.
