@@ -118,9 +118,9 @@ def copy_project(source: Project, target: Path, embedding_sources: Iterable[Proj
     """A fresh project over the same images and classes with no labels (even where the
     source took labels from class folders), the same model and consensus settings but
     `votes_per_image` and `query_batch` (the simulation's batch: its rounds, started after
-    each batch, rank that many first), no automatic rounds and its own job queue. Embeddings are copied
-    from the source and from `embedding_sources` (earlier copies). Returns the project and
-    sha256 -> image id."""
+    each batch, rank that many first), no automatic rounds and its own job queue. Embeddings
+    are copied from the source and from `embedding_sources` (earlier copies). Returns the
+    project and sha256 -> image id."""
     config = dataclasses.replace(
         source.config, name=target.name, votes_per_image=votes_per_image, retrain_every=0,
         query_batch=query_batch, redis_url="",
