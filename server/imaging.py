@@ -111,7 +111,7 @@ def _file_size(path: Path) -> int:
 
 
 def load_rgb(path: str | Path, max_pixels: int, verify: bool = True,
-             at_least: int | None = None) -> tuple[Image.Image, dict]:
+             at_least: int | None = None, gray_ok: bool = False) -> tuple[Image.Image, dict]:
     """Open, verify and fully decode an image, upright (EXIF orientation) and in RGB.
     Returns the image and facts about the file (format, mode, width, height, bytes).
     Raises ImageRejected with a reason a person can act on. `verify=False` skips Pillow's
@@ -120,7 +120,8 @@ def load_rgb(path: str | Path, max_pixels: int, verify: bool = True,
     `at_least`: the caller shrinks the image to that many pixels a side anyway, so a JPEG
     may be decoded at 1/2, 1/4 or 1/8 scale while both sides stay at least that long (a
     12-megapixel photo decodes many times faster); width and height are then the decoded
-    image's."""
+    image's. `gray_ok`: an 8-bit grayscale image stays one channel ("L"), for a caller that
+    spreads it over three itself after shrinking it (a third of the resizing work)."""
     path = Path(path)
     size = _file_size(path)
     try:
@@ -133,7 +134,8 @@ def load_rgb(path: str | Path, max_pixels: int, verify: bool = True,
             if at_least:
                 img.draft("RGB", (at_least, at_least))
             img.load()
-            rgb = _to_rgb(_upright(img))
+            upright = _upright(img)
+            rgb = upright if gray_ok and upright.mode == "L" else _to_rgb(upright)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"too many pixels (decompression bomb guard): {exc}") from exc
     except UnidentifiedImageError as exc:

@@ -247,6 +247,32 @@ def test_a_reading_thread_and_worker_processes_give_the_same_embeddings(tmp_path
                                atol=2e-2, rtol=1e-2)  # float16 storage
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize("shape", [(8, 8), (7, 12), (21, 6), (47, 32), (64, 64), (100, 70)])
+def test_the_eval_transform_is_torchvisions_pixel_for_pixel(digits, mode, shape):
+    # Real digits (gray, and tinted to colour), stretched to shapes that need a resize up or
+    # down and a crop or none: the same uint8 pixels as Resize(BICUBIC) + CenterCrop +
+    # PILToTensor on the RGB image, where gray images are resized as one channel.
+    from PIL import Image
+    from torchvision import transforms
+
+    from server.learner.data import eval_transform
+
+    reference = transforms.Compose([
+        transforms.Resize(SIZE, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(SIZE), transforms.PILToTensor(),
+    ])
+    for index in range(5):
+        gray = (digits.images[index] * 255 / 16).astype(np.uint8)
+        image = Image.fromarray(gray).resize(shape, Image.Resampling.BILINEAR)
+        if mode == "RGB":
+            image = Image.merge("RGB", [image, image.point(lambda v: v // 2),
+                                        image.point(lambda v: 255 - v)])
+        ours = eval_transform(SIZE)(image)
+        assert ours.shape == (3, SIZE, SIZE) and ours.dtype == np.uint8
+        np.testing.assert_array_equal(ours, reference(image.convert("RGB")).numpy())
+
+
 def test_read_ahead_passes_errors_on_and_stops_when_left():
     from server.learner.data import default_workers, read_ahead
 

@@ -67,6 +67,10 @@ class EmbeddingCache:
         done[inside] = self.filled[ids[inside]] == 1
         return ids[~done]
 
+    def reserve(self, max_id: int) -> None:
+        """Make room for rows up to `max_id` at once, before a pass that fills them."""
+        self._grow(int(max_id))
+
     def put(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:

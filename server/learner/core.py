@@ -126,6 +126,7 @@ class Learner:
             progress(1.0, "all embeddings cached")
             return []
         failed: list[int] = []
+        cache.reserve(int(ids[order].max()))
 
         def store(batch_ids: np.ndarray, features: np.ndarray, _logits) -> None:
             cache.put(batch_ids, features)

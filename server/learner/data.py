@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..imaging import ImageRejected, load_rgb
@@ -26,20 +27,42 @@ def default_workers(cpus: int | None = None) -> int:
     return 0 if cpus <= 2 else min(8, cpus - 1)
 
 
-def eval_transform(size: int):
-    """Resize the shorter side to `size` and centre-crop a square (the whole image is kept
-    for square inputs), as uint8: `Normalized` batches apply the network's own
-    normalisation to a whole batch at once, the same arithmetic as torchvision's ToTensor
-    and Normalize per image."""
-    from torchvision import transforms
+def eval_transform(size: int) -> SquareUint8:
+    return SquareUint8(size)
 
-    return transforms.Compose(
-        [
-            transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(size),
-            transforms.PILToTensor(),
-        ]
-    )
+
+class SquareUint8:
+    """torchvision's Resize(size, BICUBIC) + CenterCrop(size) + PILToTensor, pixel for pixel
+    (as a numpy array: see `collate_arrays`),
+    with a third of the work for grayscale images: they are resized as one channel and
+    copied to three after (the three channels of a gray image are equal, and resizing works
+    channel by channel). A square image of the right size is only copied. `Normalized`
+    batches apply the network's own normalisation to a whole batch at once (the same
+    arithmetic as ToTensor and Normalize per image). Reading runs beside the forward pass on
+    the same cores: every microsecond here is one the network does not get
+    (bench/embed_throughput.py)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        size = self.size
+        width, height = image.size
+        if (width, height) != (size, size):
+            # Resize: the shorter side to `size`, the longer in proportion (rounded down).
+            if width <= height:
+                width, height = size, int(size * height / width)
+            else:
+                width, height = int(size * width / height), size
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
+            if (width, height) != (size, size):  # CenterCrop
+                left = int(round((width - size) / 2.0))
+                top = int(round((height - size) / 2.0))
+                image = image.crop((left, top, left + size, top + size))
+        pixels = np.asarray(image)
+        if pixels.ndim == 2:
+            return np.repeat(pixels[None], 3, axis=0)
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 READER_NICENESS = 10
@@ -51,14 +74,21 @@ class Normalized:
 
     def __init__(self, loader: DataLoader, data_config: dict, ahead: int = 4):
         self.loader = loader
-        self.mean = torch.tensor(data_config["mean"]).view(1, -1, 1, 1)
-        self.std = torch.tensor(data_config["std"]).view(1, -1, 1, 1)
+        self.mean = np.asarray(data_config["mean"], np.float32).reshape(1, -1, 1, 1)
+        self.std = np.asarray(data_config["std"], np.float32).reshape(1, -1, 1, 1)
         self.ahead = ahead
 
     def normalize(self, batch):
+        """uint8 images to floats in numpy, not torch: this runs in the reading thread, and
+        a torch operation there would start a second set of torch's worker threads, which
+        fight the forward pass's for the same cores (bench/embed_throughput.py)."""
         images, *rest = batch
         if images.dtype == torch.uint8:
-            images = images.float().div_(255).sub_(self.mean).div_(self.std)
+            pixels = images.numpy().astype(np.float32)
+            pixels /= 255
+            pixels -= self.mean
+            pixels /= self.std
+            images = torch.from_numpy(pixels)
         return (images, *rest)
 
     def __len__(self) -> int:
@@ -137,7 +167,9 @@ class ImageFiles(Dataset):
     def __init__(self, paths: Sequence[str], transform, max_pixels: int, size: int,
                  labels: Sequence[int] | None = None, uint8: bool = False):
         self.paths = list(paths)
-        self.uint8 = uint8  # the transform gives uint8 tensors (eval_transform)
+        # uint8: the transform is eval_transform's, which takes grayscale images as they are
+        # and gives uint8 arrays (batched by collate_arrays)
+        self.uint8 = uint8
         self.transform = transform
         self.max_pixels = max_pixels
         self.size = size
@@ -151,15 +183,24 @@ class ImageFiles(Dataset):
         try:
             # Checked on import; the decode still fails on damaged data.
             image, _ = load_rgb(self.paths[index], self.max_pixels, verify=False,
-                                at_least=self.size)
+                                at_least=self.size, gray_ok=self.uint8)
         except ImageRejected:
-            blank = torch.zeros(3, self.size, self.size)
-            return blank.to(torch.uint8) if self.uint8 else blank, index, False, label
+            if self.uint8:
+                return np.zeros((3, self.size, self.size), np.uint8), index, False, label
+            return torch.zeros(3, self.size, self.size), index, False, label
         return self.transform(image), index, True, label
 
 
+def collate_arrays(items):
+    """A batch of eval_transform's uint8 arrays as tensors, stacked by numpy (see
+    Normalized.normalize for why not by torch)."""
+    images, positions, ok, labels = zip(*items)
+    return (torch.from_numpy(np.stack(images)), torch.from_numpy(np.asarray(positions)),
+            torch.from_numpy(np.asarray(ok)), torch.from_numpy(np.asarray(labels)))
+
+
 def make_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool = False,
-                seed: int = 0, persistent: bool = False) -> DataLoader:
+                seed: int = 0, persistent: bool = False, collate=None) -> DataLoader:
     """Worker processes are spawned, not forked: a fork of a process that already runs
     torch's thread pools can deadlock. `persistent` keeps them between passes (epochs),
     since spawning one means importing torch again."""
@@ -172,6 +213,7 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool =
         persistent_workers=persistent and workers > 0,
         prefetch_factor=4 if workers > 0 else None,
         generator=generator,
+        collate_fn=collate,
         multiprocessing_context="spawn" if workers > 0 else None,
     )
 
@@ -194,7 +236,7 @@ def eval_loader(paths: Sequence[str], config, data_config: dict,
     dataset = ImageFiles(paths, eval_transform(config.input_size), config.max_pixels,
                          config.input_size, uint8=True)
     loader = make_loader(dataset, config.batch_size, config.resolved_workers(),
-                         persistent=persistent)
+                         persistent=persistent, collate=collate_arrays)
     return Normalized(loader, data_config)
 
 
@@ -209,8 +251,10 @@ def forward(model: torch.nn.Module, loader: DataLoader, device: str, classifier:
             if not ok.any():
                 yield positions.numpy(), ok, None, None
                 continue
+            if not ok.all():
+                batch = batch[ok]  # (a copy: skipped when every image was read)
             with autocast(device):
-                pooled, logits = features_and_logits(model, batch[ok].to(device), classifier)
+                pooled, logits = features_and_logits(model, batch.to(device), classifier)
             yield (positions.numpy(), ok, pooled.float().cpu().numpy(),
                    None if logits is None else logits.float().cpu().numpy())
 
