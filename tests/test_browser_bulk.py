@@ -11,6 +11,7 @@ timings measured in the browser (grid-timing.txt).
 from __future__ import annotations
 
 import csv
+import re
 import time
 
 import pytest
@@ -85,8 +86,25 @@ class Data:
             " ON c.id = a.class_id WHERE a.kind = 'label' AND a.source = ? AND NOT EXISTS"
             " (SELECT 1 FROM annotations r WHERE r.retracts_id = a.id)", [source]))
 
+    def latest_predictions(self) -> list[dict]:
+        """The latest round's predictions, by rank."""
+        return list(self.db.query(
+            "SELECT image_id, confidence, rank FROM predictions WHERE round_id ="
+            " (SELECT max(id) FROM rounds WHERE status = 'done') ORDER BY rank"))
+
+    def leased(self, name: str) -> set[int]:
+        return {r[0] for r in self.db.execute(
+            "SELECT image_id FROM leases JOIN users u ON u.id = user_id WHERE u.name = ?",
+            [name])}
+
     def queued(self) -> set[int]:
         return {r[0] for r in self.db.execute("SELECT image_id FROM queue")}
+
+
+def current_card(page) -> int:
+    """The image id on the labeling card."""
+    src = page.get_attribute(".card img.current", "src")
+    return int(re.search(r"/images/(\d+)", src).group(1))
 
 
 def grid(page) -> list[int]:
@@ -187,6 +205,29 @@ def test_bootstrap_by_clusters_then_a_round_then_one_enter_verifies_a_page(brows
     admin.wait_for_function(
         "() => /Round \\d+ finished/.test(document.querySelector('#round-status').innerText)",
         timeout=JOB_MS)
+
+    # The next image on the labeling card is one the model is unsure of, and the card says
+    # so: the round's first-ranked image (of those the annotator does not hold: the cluster
+    # page left on screen is leased to them), its confidence among the lowest fifth of the
+    # pool's. The admin labels here, after logging out, which gives back the cluster page the
+    # admin was shown (a person's leased images come first on their card).
+    with admin.expect_navigation():
+        admin.click("form.who button[type=submit]")
+    admin = _page(browser, server, "boss")
+    admin.goto(f"{server['base']}/label")
+    card = current_card(admin)
+    suggestion = admin.inner_text(".card .suggestion")
+    match = re.fullmatch(r"Model suggests (\d) \((\d+)% sure\)", suggestion.strip())
+    assert match, suggestion
+    held = data.leased("ann")
+    ranked = data.latest_predictions()
+    first = next(p for p in ranked if p["image_id"] not in held)  # the first not held by ann
+    assert card == first["image_id"], (card, first, ranked[:5])
+    assert int(match.group(2)) == round(first["confidence"] * 100)
+    confidences = sorted(p["confidence"] for p in ranked)
+    assert first["confidence"] <= confidences[len(confidences) // 5], (
+        suggestion, confidences[len(confidences) // 5])
+    screenshot(admin, "label-after-round")
 
     started = time.perf_counter()
     ann.goto(f"{server['base']}/verify/")
