@@ -3,11 +3,12 @@
 For each pool size: a real project database with that many images, 2,000 of them labeled
 (10 classes), synthetic 1,280-d float16 embeddings written to the learner's real cache (so
 nothing is decoded), then `run_round` exactly as the worker runs it: fit the head, predict
-the pool, rank it (margin), store predictions and switch the queue in one transaction, then
-add the cross-validated accuracy estimate (after annotators already have the new ranking).
+the pool, rank it (with new projects' default strategy unless --strategy says), store
+predictions and switch the queue in one transaction, then add the cross-validated accuracy
+estimate (after annotators already have the new ranking).
 Prints the seconds until the queue switched, the seconds with the estimate, and peak memory.
 
-    python bench/round_latency.py [--sizes 20000,100000,1000000]
+    python bench/round_latency.py [--sizes 20000,100000,1000000] [--strategy margin]
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ CLASSES = 10
 DIM = 1280
 
 
-def build(root: Path, size: int, seed: int = 0) -> Project:
-    project = Project.create(root, ProjectConfig(name=f"pool{size}", strategy="margin"))
+def build(root: Path, size: int, strategy: str, seed: int = 0) -> Project:
+    project = Project.create(root, ProjectConfig(name=f"pool{size}", strategy=strategy))
     db = store.connect(project.db_path)
     store.add_classes(db, [f"c{i}" for i in range(CLASSES)])
     class_ids = [c["id"] for c in store.classes(db)]
@@ -64,15 +65,17 @@ def build(root: Path, size: int, seed: int = 0) -> Project:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="20000,100000,1000000")
+    parser.add_argument("--strategy", default=ProjectConfig(name="-").strategy)
     args = parser.parse_args()
+    print(f"strategy {args.strategy}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
             started = time.perf_counter()
-            project = build(Path(tmp) / f"p{size}", size)
+            project = build(Path(tmp) / f"p{size}", size, args.strategy)
             setup = time.perf_counter() - started
             db = store.connect(project.db_path)
-            round_id = round_store.create_round(db, "margin", None)
+            round_id = round_store.create_round(db, args.strategy, None)
             learner = make_learner(project)
             learner.backbone()  # built once, as in a long-running worker
             started = time.perf_counter()

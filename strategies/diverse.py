@@ -98,7 +98,9 @@ def _then_the_rest(head: np.ndarray, candidates: np.ndarray, scores: np.ndarray,
     """The clustered candidates in `head`'s order, then every other image by score (most
     uncertain first); the first k."""
     n = len(scores)
-    rest = np.setdiff1d(np.arange(n), candidates, assume_unique=True)
+    outside = np.ones(n, dtype=bool)
+    outside[candidates] = False
+    rest = np.flatnonzero(outside)
     rest = rest[np.argsort(-scores[rest], kind="stable")]
     order = np.concatenate([head, rest])[: min(k, n)]
     return order, scores[order]

@@ -119,6 +119,27 @@ def test_margin_ranks_ties_at_random_but_seeded():
     assert orders == {(2, 3, 0, 1), (3, 2, 0, 1)}
 
 
+@pytest.mark.parametrize("k", [1, 5, 25, 80, 100])
+def test_top_k_takes_the_best_and_settles_ties_at_the_cut_at_random(k):
+    # 100 scores in ten levels of ten equal values: whichever way top_k finds them (few of
+    # many or a whole sort), the k best come first, best first, and which of a tied level
+    # get in at the cut varies by seed, the same way for the same seed.
+    from strategies.uncertainty import top_k
+
+    scores = np.repeat(np.arange(10.0), 10)[np.random.default_rng(0).permutation(100)]
+    picks = []
+    for seed in range(30):
+        order, got = top_k(scores, k, np.random.default_rng(seed))
+        assert len(set(order.tolist())) == k and np.array_equal(got, scores[order])
+        assert np.all(np.diff(got) <= 0)
+        assert np.array_equal(np.sort(got)[::-1], np.sort(scores)[::-1][:k])
+        again, _ = top_k(scores, k, np.random.default_rng(seed))
+        assert np.array_equal(order, again)
+        picks.append(frozenset(order.tolist()))
+    if k % 10:  # the cut falls inside a level: its members take turns
+        assert len(set(picks)) > 1
+
+
 def test_random_works_before_any_model():
     # The queue before the first round: no probabilities yet, only a pool size.
     _, embeddings = pool(n=30)
