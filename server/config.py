@@ -52,8 +52,9 @@ class ProjectConfig:
     agreement_threshold: float = 0.6  # an image whose votes agree less than this is disputed
     blind: bool = True  # annotators do not see each other's votes
     lease_seconds: int = 300  # how long an image handed to one annotator is kept from others
-    # The query strategy rounds use unless the admin picks another: diverse_margin needs the
-    # fewest labels in bench/label_efficiency.py and, unlike margin, beats random from the
+    # The query strategy rounds use unless the admin picks another: in
+    # bench/label_efficiency.py diverse_margin needs about half the labels random needs, as
+    # few as margin (fewer in batches of 100) and, unlike margin, beats random from the
     # first batch on.
     strategy: str = "diverse_margin"
     # Images a round chooses as one batch for the annotators before the next round; the rest

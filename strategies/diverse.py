@@ -61,10 +61,11 @@ def query_diverse_margin(probs, embeddings, k: int, rng: np.random.Generator) ->
     """Margin's 10x batch most uncertain in k-means clusters, each cluster's most typical first."""
     # The image nearest its cluster's centre stands for the images around it, where
     # cluster_margin's most uncertain one is often an odd one out. On Fashion-MNIST
-    # (bench/label_efficiency.py, 3 seeds) it reaches 95 % of the ceiling with 820-920
-    # labels in batches of 100 (margin 920-1120, random 1620 to over 2,000) and 860-1040 in
-    # batches of 20 (margin 920-1040, random 1420-1780), and unlike margin it is above
-    # random after the first batch (9 seeds, at 120 labels: 67.8 % vs 66.5 %, margin 65.2 %).
+    # (bench/label_efficiency.py --seeds 5, the seeds' mean curve) it reaches 95 % of the
+    # ceiling with 1,020 labels in batches of 100 (margin 1,120, random 2,000) and 1,040 in
+    # batches of 20 (margin 980, random 1,880); unlike margin it is above random after the
+    # first batch (9 seeds, at 120 labels: 67.8 % vs 66.5 %, margin 65.2 %), and on the
+    # demo's digits it leads margin until both level off.
     probs = _require(probs)
     scores = uncertainty_scores("margin", probs)
     n = len(scores)
