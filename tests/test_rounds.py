@@ -9,6 +9,8 @@ import io
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -527,3 +529,64 @@ def test_the_web_process_never_imports_torch(small):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None,
+                    reason="needs Debian's redis-server (the CI command installs it)")
+def test_rounds_go_through_redis_when_configured(small, tmp_path):
+    # jobs.redis_url: the web process queues the round in Redis, not in the project's SQLite
+    # queue, and a worker (which could be on another machine) takes it from there.
+    import redis
+    from huey import SqliteHuey
+
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    worker = None
+    try:
+        connection = redis.Redis(port=port)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                connection.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.1)
+        project = configure(small.project, redis_url=f"redis://127.0.0.1:{port}/0")
+        small.label_per_class("ann", 2, classes=["0", "1", "2"])
+        client, token = client_for(project, "admin")
+        response = client.post("/admin/rounds/", data={"strategy": "diverse_margin"},
+                               headers=htmx_headers(token))
+        round_id = int(re.search(r"Round (\d+)", response.get_data(as_text=True)).group(1))
+        assert make_huey(project).pending_count() == 1  # waiting in Redis...
+        assert connection.dbsize() > 0
+        if (project.root / "jobs.db").exists():  # ...and not in the SQLite queue
+            assert SqliteHuey("x", filename=str(project.root / "jobs.db")).pending_count() == 0
+        worker = start_worker_process(project.root)
+        deadline = time.monotonic() + 180
+        while polling(status := client.get("/admin/rounds/status").get_data(as_text=True)):
+            assert time.monotonic() < deadline, status
+            assert worker.poll() is None, "the worker stopped"
+            time.sleep(0.25)
+        assert f"Round {round_id} finished: 6 labels" in status, status
+        assert len(small.predictions(round_id)) == 34
+        assert make_huey(project).pending_count() == 0
+    finally:
+        for process in (worker, server):
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
