@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .config import Project
+from .workers import _die_with_parent, stop_processes
 
 START_SECONDS = 120  # the server imports torch & co. before it answers
 STOP_SECONDS = 20
@@ -72,7 +73,7 @@ class Browser:
             raise SimulationError(f"could not log in as {name}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -97,8 +98,6 @@ class _Processes:
         self.running: dict[str, subprocess.Popen] = {}
 
     def start(self) -> None:
-        from .workers import _die_with_parent
-
         command = [sys.executable, "-m", "server"]
         args = {
             "server": ["serve", str(self.project.root), "--host", "127.0.0.1",
@@ -127,15 +126,7 @@ class _Processes:
                 f"{_tail(self.logs[name])}")
 
     def stop(self) -> None:
-        for process in self.running.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.running.values():
-            try:
-                process.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(*self.running.values(), timeout=STOP_SECONDS)
 
 
 @contextlib.contextmanager

@@ -38,9 +38,9 @@ from .config import Project
 from .live_server import (
     Browser,
     SimulationError,
-    _free_port,
     _Processes,
     _wait_until_up,
+    free_port,
 )
 from .projects import add_user, open_db
 from .simulate_bulk import cluster_batch, start_clustering, verify_batch
@@ -176,7 +176,7 @@ def run_simulation(
         for position, accuracy in enumerate(accuracies)
     ]
     test_ids = {ids[sha] for sha in plan.test}
-    processes = _Processes(project, _free_port())
+    processes = _Processes(project, free_port())
     url = f"http://127.0.0.1:{processes.port}"
     curve = Curve(strategy, mode=mode)
     tally = curve.tally

@@ -37,6 +37,21 @@ def start_worker_process(project: Path) -> subprocess.Popen:
     )
 
 
+def stop_processes(*processes: subprocess.Popen | None, timeout: float = 20) -> None:
+    """Ask every running process to stop (SIGTERM, all at once), then wait for each; one
+    still running after `timeout` seconds is killed. None entries are passed over."""
+    started = [p for p in processes if p is not None]
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+    for process in started:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def stop_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so `finally` blocks run (and stop the worker)."""
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from server.live_server import free_port
+from server.workers import stop_processes
 
 CHROMIUM = os.environ.get("ACTIVELABEL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -49,12 +51,6 @@ def run(*args: str) -> str:
     return done.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
@@ -67,7 +63,7 @@ def _answers(url: str) -> bool:
 def serving(project: Path, log_path: Path, *options: str) -> Iterator[str]:
     """`activelabel serve PROJECT` on a free port until the block ends; yields the base URL.
     A server that does not answer within 30 s fails the test with its log."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -82,12 +78,7 @@ def serving(project: Path, log_path: Path, *options: str) -> Iterator[str]:
                 time.sleep(0.1)
             yield base
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_processes(process, timeout=10)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,8 @@ from server.app import create_app
 from server.cli import main
 from server.config import CONFIG_NAME, Project
 from server.demo import read_oracle
+from server.live_server import free_port
+from server.workers import stop_processes
 
 SERVE = [sys.executable, "-c", "from server.cli import main; main()", "serve"]
 
@@ -416,12 +418,6 @@ def test_demo_rerun_adds_a_demo_user_that_is_missing(runner, tmp_path, image_fol
 # ---------------------------------------------------------------- serve
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def get_when_up(url: str, process: subprocess.Popen, seconds: float = 30.0):
     deadline = time.monotonic() + seconds
     while True:
@@ -444,8 +440,7 @@ def test_serve_runs_waitress(project, tmp_path):
             assert response.headers["Server"] == "waitress"
             assert 'name="password"' in response.read().decode("utf-8")
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_processes(process, timeout=10)
         log.close()
     log_text = (tmp_path / "serve.log").read_text()
     assert f"Serving {project.root} at http://127.0.0.1:{port}/" in log_text

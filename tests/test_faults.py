@@ -7,7 +7,6 @@ import http.cookiejar
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,14 +24,9 @@ from sqlite_utils import Database
 
 from server import store
 from server.jobs import enqueue_round, make_huey
+from server.live_server import free_port
 from server.store import rounds as round_store
-from server.workers import start_worker_process
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from server.workers import start_worker_process, stop_processes
 
 
 class Server:
@@ -73,12 +67,7 @@ class Server:
             self.process.wait(timeout=20)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_processes(self.process)
 
 
 class Annotator:
@@ -301,10 +290,5 @@ def test_a_worker_killed_mid_round_leaves_a_failed_round_and_the_queue_serving(
         # Annotators are still served from the queue.
         assert len(store.next_images(db, users["bob"], n=2)) == 2
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_processes(worker)
         db.conn.close()

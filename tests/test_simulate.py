@@ -141,7 +141,7 @@ def test_server_that_cannot_start_is_reported_with_its_log(
     with socket.socket() as taken:  # the port the server is told to use is in use
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        monkeypatch.setattr(sim, "_free_port", lambda: taken.getsockname()[1])
+        monkeypatch.setattr(sim, "free_port", lambda: taken.getsockname()[1])
         result = runner.invoke(main, [
             "simulate", str(project.root), "--oracle", str(oracle), "--budget", "20",
             "--strategy", "random", "--out", str(tmp_path / "out"),

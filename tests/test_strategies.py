@@ -192,16 +192,18 @@ def test_clustering_strategies_with_exact_duplicates(name):
     assert len(set(cluster[indices])) == 5
 
 
-def with_confident_filler(probs, embeddings, total: int, seed: int = 1):
+def with_confident_filler(total: int, probs, embeddings, *marks, seed: int = 1):
     """The pool padded to `total` images with ones the model is 99 % sure of, far from the
     rest: they are never candidates, but a pool this large lets a strategy take its full
-    CANDIDATES_PER_PICK per pick (it takes at most a POOL_SHARE-th of the pool)."""
+    CANDIDATES_PER_PICK per pick (it takes at most a POOL_SHARE-th of the pool). Each of
+    `marks` (a per-image array: cluster, group, odd one out) is padded with -1 or False."""
     rng = np.random.default_rng(seed)
     extra = total - len(probs)
     filler_probs = np.zeros((extra, probs.shape[1]))
     filler_probs[:, 0], filler_probs[:, 1:] = 0.99, 0.01 / (probs.shape[1] - 1)
     filler = rng.normal(loc=-100.0, size=(extra, embeddings.shape[1]))
-    return np.vstack([probs, filler_probs]), np.vstack([embeddings, filler])
+    padded = [np.r_[m, np.full(extra, False if m.dtype == bool else -1)] for m in marks]
+    return np.vstack([probs, filler_probs]), np.vstack([embeddings, filler]), *padded
 
 
 def test_candidates_are_ten_per_pick_but_at_most_a_tenth_of_the_pool():
@@ -239,8 +241,8 @@ def test_diverse_margin_clusters_a_small_batch_from_its_own_candidates():
     # Asked for 20: the 200 most uncertain (the four uncertain groups and the top of the
     # rest) in 20 clusters, so the 20 picks cover every group those candidates come from.
     probs, embeddings, cluster = duplicate_clusters(clusters=20, per_cluster=30)
-    probs, embeddings = with_confident_filler(probs, embeddings, 20 * 10 * POOL_SHARE)
-    cluster = np.r_[cluster, np.full(len(probs) - len(cluster), -1)]
+    probs, embeddings, cluster = with_confident_filler(20 * 10 * POOL_SHARE, probs, embeddings,
+                                                       cluster)
     k = 20
     margin, _ = strategies.get_strategy("margin")(probs, embeddings, k * CANDIDATES_PER_PICK,
                                                   np.random.default_rng(0))
@@ -270,10 +272,8 @@ def groups_with_an_odd_one(groups: int = BATCH, per_group: int = 10, seed: int =
 
 def test_diverse_margin_takes_each_clusters_typical_image():
     probs, embeddings, group, odd = groups_with_an_odd_one()
-    filled = BATCH * CANDIDATES_PER_PICK * POOL_SHARE
-    probs, embeddings = with_confident_filler(probs, embeddings, filled)
-    group = np.r_[group, np.full(filled - len(group), -1)]
-    odd = np.r_[odd, np.zeros(filled - len(odd), dtype=bool)]
+    probs, embeddings, group, odd = with_confident_filler(
+        BATCH * CANDIDATES_PER_PICK * POOL_SHARE, probs, embeddings, group, odd)
     margin, _ = strategies.get_strategy("margin")(probs, embeddings, BATCH,
                                                   np.random.default_rng(0))
     assert odd[margin].all()  # margin's batch: every group's odd one out
@@ -320,8 +320,8 @@ def test_rank_pool_asks_diverse_margin_for_a_batch_of_its_size():
     # 20 picks from 20 clusters of the 200 most uncertain (every group those reach), where
     # the whole-pool ranking's first 20 come from its 100 clusters' most uncertain images.
     probs, embeddings, cluster = duplicate_clusters(clusters=20, per_cluster=30)
-    probs, embeddings = with_confident_filler(probs, embeddings, 20 * 10 * POOL_SHARE)
-    cluster = np.r_[cluster, np.full(len(probs) - len(cluster), -1)]
+    probs, embeddings, cluster = with_confident_filler(20 * 10 * POOL_SHARE, probs, embeddings,
+                                                       cluster)
     ranked, _ = strategies.rank_pool(strategies.get_strategy("diverse_margin"), probs,
                                      embeddings, 20, np.random.default_rng(0))
     whole, _ = strategies.get_strategy("diverse_margin")(probs, embeddings, len(probs),

@@ -32,15 +32,14 @@ def eval_transform(size: int) -> SquareUint8:
 
 
 class SquareUint8:
-    """torchvision's Resize(size, BICUBIC) + CenterCrop(size) + PILToTensor, pixel for pixel
-    (as a numpy array: see `collate_arrays`),
-    with a third of the work for grayscale images: they are resized as one channel and
-    copied to three after (the three channels of a gray image are equal, and resizing works
-    channel by channel). A square image of the right size is only copied. `Normalized`
-    batches apply the network's own normalisation to a whole batch at once (the same
-    arithmetic as ToTensor and Normalize per image). Reading runs beside the forward pass on
-    the same cores: every microsecond here is one the network does not get
-    (bench/embed_throughput.py)."""
+    """torchvision's Resize(size, BICUBIC) + CenterCrop(size) + PILToTensor, pixel for pixel,
+    as a numpy array (see `collate_arrays`), with a third of the work for grayscale images:
+    they are resized as one channel and copied to three after (the three channels of a gray
+    image are equal, and resizing works channel by channel). A square image of the right
+    size is only copied. `Normalized` batches apply the network's own normalisation to a
+    whole batch at once (the same arithmetic as ToTensor and Normalize per image). Reading
+    runs beside the forward pass on the same cores: every microsecond here is one the
+    network does not get (bench/embed_throughput.py)."""
 
     def __init__(self, size: int):
         self.size = size
@@ -80,8 +79,9 @@ class Normalized:
 
     def normalize(self, batch):
         """uint8 images to floats in numpy, not torch: this runs in the reading thread, and
-        a torch operation there would start a second set of torch's worker threads, which
-        fight the forward pass's for the same cores (bench/embed_throughput.py)."""
+        with the stacking and normalising done by torch there the pipeline stayed at 0.80
+        of the bare forward even with no image to decode (numpy: 0.87-0.88 with decoding;
+        bench/embed_throughput.py): torch's own threads compete with the forward's."""
         images, *rest = batch
         if images.dtype == torch.uint8:
             pixels = images.numpy().astype(np.float32)
@@ -165,11 +165,11 @@ class ImageFiles(Dataset):
     instead of stopping the whole pass."""
 
     def __init__(self, paths: Sequence[str], transform, max_pixels: int, size: int,
-                 labels: Sequence[int] | None = None, uint8: bool = False):
+                 labels: Sequence[int] | None = None):
         self.paths = list(paths)
-        # uint8: the transform is eval_transform's, which takes grayscale images as they are
-        # and gives uint8 arrays (batched by collate_arrays)
-        self.uint8 = uint8
+        # eval_transform's takes grayscale images as they are and gives uint8 arrays
+        # (batched by collate_arrays); a training transform gives float tensors.
+        self.uint8 = isinstance(transform, SquareUint8)
         self.transform = transform
         self.max_pixels = max_pixels
         self.size = size
@@ -234,7 +234,7 @@ def features_and_logits(model: torch.nn.Module, batch: torch.Tensor, classifier:
 def eval_loader(paths: Sequence[str], config, data_config: dict,
                 persistent: bool = False) -> Normalized:
     dataset = ImageFiles(paths, eval_transform(config.input_size), config.max_pixels,
-                         config.input_size, uint8=True)
+                         config.input_size)
     loader = make_loader(dataset, config.batch_size, config.resolved_workers(),
                          persistent=persistent, collate=collate_arrays)
     return Normalized(loader, data_config)
