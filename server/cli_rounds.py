@@ -33,14 +33,17 @@ def retrain(project: str, strategy: str | None, no_wait: bool) -> None:
     """Run a training round to the end and print its summary."""
     import strategies
 
-    from .jobs import enqueue_round, make_huey
+    from .jobs import JobNotQueued, enqueue_round, make_huey
     from .store import rounds as round_store
 
     opened = Project.open(project)
     name = strategy or opened.config.strategy
     strategies.get_strategy(name)  # an unknown name fails here, listing the known ones
     if no_wait:
-        round_id = enqueue_round(opened, make_huey(opened), name, None)
+        try:
+            round_id = enqueue_round(opened, make_huey(opened), name, None)
+        except JobNotQueued as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"Round {round_id} queued ({name}); `activelabel worker {project}` runs it.")
         return
     db = store.connect(opened.db_path)

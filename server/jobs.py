@@ -16,6 +16,11 @@ from .config import Project
 log = logging.getLogger("activelabel.jobs")
 
 
+class JobNotQueued(RuntimeError):
+    """The task queue refused a job (Redis unreachable, jobs.db unwritable); its row is
+    marked failed with the reason."""
+
+
 def make_huey(project: Project):
     name = f"activelabel-{project.root.name}"
     # results=False: nobody reads a task's return value (the round's row holds its outcome),
@@ -96,8 +101,9 @@ def _hand_over(db, table: str, job_id: int, send) -> None:
     try:
         send(job_id)
     except Exception as exc:
-        job_rows.fail(db, table, job_id, f"could not queue the job: {exc}")
-        raise
+        reason = f"could not queue the job: {exc}"
+        job_rows.fail(db, table, job_id, reason)
+        raise JobNotQueued(reason) from exc
 
 
 def enqueue_clustering(project: Project, huey, k: int | None, requested_by: int | None) -> int:
@@ -140,7 +146,12 @@ def maybe_auto_retrain(project: Project, huey, db) -> int | None:
         return None
     if round_store.labels_since_last_round(db) < every:
         return None
-    return enqueue_round(project, huey, project.config.strategy, None)
+    try:
+        return enqueue_round(project, huey, project.config.strategy, None)
+    except JobNotQueued as exc:
+        # The vote that triggered it is saved; the admin page shows the failed round.
+        log.warning("automatic round not started: %s", exc)
+        return None
 
 
 def run_worker(project: Project, workers: int = 1) -> None:

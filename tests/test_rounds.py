@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,10 +25,11 @@ from server.cli import main
 from server.config import CONFIG_NAME, Project
 from server.jobs import make_huey
 from server.learner import Learner
+from server.live_server import free_port
 from server.projects import add_user, init_project
 from server.rounds import _Heartbeat, make_learner, run_round
 from server.store import rounds as round_store
-from server.workers import WORKER_NICENESS, start_worker_process
+from server.workers import WORKER_NICENESS, start_worker_process, stop_processes
 
 # Small and in-process: rounds take a couple of seconds on a CPU.
 FAST = {"input_size": 32, "loader_workers": 0, "batch_size": 32}
@@ -117,6 +117,23 @@ def small(project, digits):
 def client_for(project: Project, name: str):
     client = create_app(project.root, {"TESTING": True}).test_client()
     return client, login(client, name)
+
+
+def queue_round_in_the_browser(client, token, strategy: str) -> int:
+    """'Retrain now' with `strategy` on the admin page; the new round's id."""
+    response = client.post("/admin/rounds/", data={"strategy": strategy},
+                           headers=htmx_headers(token))
+    return int(re.search(r"Round (\d+)", response.get_data(as_text=True)).group(1))
+
+
+def status_when_done(client, worker, seconds: float = 180) -> str:
+    """The admin's round status once it stops polling, while `worker` keeps running."""
+    deadline = time.monotonic() + seconds
+    while polling(status := client.get("/admin/rounds/status").get_data(as_text=True)):
+        assert time.monotonic() < deadline, status
+        assert worker.poll() is None, "the worker stopped"
+        time.sleep(0.25)
+    return status
 
 
 def polling(html: str) -> bool:
@@ -421,6 +438,37 @@ def test_retraining_starts_by_itself_after_every_n_labels(small):
     assert len(round_store.list_rounds(small.db)) == 1
 
 
+def test_an_unreachable_task_queue_is_a_clear_error_and_loses_no_vote(small, runner):
+    # jobs.redis_url points where nothing listens: 'Retrain now' says the job was not
+    # started (503, the round row failed with the reason), an automatic round does not turn
+    # the annotator's vote into an error, and `retrain --no-wait` exits with the reason.
+    project = configure(small.project, retrain_every=1,
+                        redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    admin, token = client_for(project, "admin")
+    response = admin.post("/admin/rounds/", data={"strategy": "margin"},
+                          headers=htmx_headers(token))
+    assert response.status_code == 503
+    text = response.get_data(as_text=True)
+    assert text.startswith("The job was not started: could not queue the job:"), text
+    [row] = round_store.list_rounds(small.db)
+    assert row["status"] == "failed" and "could not queue the job" in row["error"]
+    assert "could not queue the job" in admin.get("/admin/rounds/status").get_data(as_text=True)
+
+    ann, ann_token = client_for(project, "ann")
+    image = card_images(ann.get("/label").get_data(as_text=True))[0]
+    response = ann.post(f"/label/{image}", data={"choice": str(small.classes["3"])},
+                        headers=htmx_headers(ann_token))
+    assert response.status_code == 200  # the vote is saved; the failed round is the admin's
+    assert small.db.execute("SELECT count(*) FROM annotations WHERE image_id = ?",
+                            [image]).fetchone()[0] == 1
+    assert len(round_store.list_rounds(small.db)) == 2
+
+    result = runner.invoke(main, ["retrain", str(project.root), "--no-wait"])
+    assert result.exit_code == 1
+    assert "Error: could not queue the job:" in result.output
+    assert "Traceback" not in result.output
+
+
 # -- the command line -----------------------------------------------------------------------
 
 def test_cli_retrain_runs_a_round_and_reports_unreadable_images(small, runner):
@@ -486,24 +534,13 @@ def test_the_worker_process_runs_rounds_queued_in_the_browser(small, monkeypatch
         assert "the worker stopped while running this round" in small.round(orphan)["error"]
 
         client, token = client_for(small.project, "admin")
-        response = client.post("/admin/rounds/", data={"strategy": "cluster_margin"},
-                               headers=htmx_headers(token))
-        round_id = int(re.search(r"Round (\d+)", response.get_data(as_text=True)).group(1))
-        deadline = time.monotonic() + 180
-        while polling(status := client.get("/admin/rounds/status").get_data(as_text=True)):
-            assert time.monotonic() < deadline, status
-            assert worker.poll() is None, "the worker stopped"
-            time.sleep(0.25)
+        round_id = queue_round_in_the_browser(client, token, "cluster_margin")
+        status = status_when_done(client, worker)
         assert f"Round {round_id} finished: 6 labels" in status, status
         assert small.round(round_id)["status"] == "done"
         assert len(small.predictions(round_id)) == 34
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_processes(worker)
     log = capfd.readouterr().err
     assert f"round {round_id} done" in log  # the worker logs what it ran
 
@@ -559,34 +596,15 @@ def test_rounds_go_through_redis_when_configured(small, tmp_path):
         project = configure(small.project, redis_url=f"redis://127.0.0.1:{port}/0")
         small.label_per_class("ann", 2, classes=["0", "1", "2"])
         client, token = client_for(project, "admin")
-        response = client.post("/admin/rounds/", data={"strategy": "diverse_margin"},
-                               headers=htmx_headers(token))
-        round_id = int(re.search(r"Round (\d+)", response.get_data(as_text=True)).group(1))
+        round_id = queue_round_in_the_browser(client, token, "diverse_margin")
         assert make_huey(project).pending_count() == 1  # waiting in Redis...
         assert connection.dbsize() > 0
         if (project.root / "jobs.db").exists():  # ...and not in the SQLite queue
             assert SqliteHuey("x", filename=str(project.root / "jobs.db")).pending_count() == 0
         worker = start_worker_process(project.root)
-        deadline = time.monotonic() + 180
-        while polling(status := client.get("/admin/rounds/status").get_data(as_text=True)):
-            assert time.monotonic() < deadline, status
-            assert worker.poll() is None, "the worker stopped"
-            time.sleep(0.25)
+        status = status_when_done(client, worker)
         assert f"Round {round_id} finished: 6 labels" in status, status
         assert len(small.predictions(round_id)) == 34
         assert make_huey(project).pending_count() == 0
     finally:
-        for process in (worker, server):
-            if process is not None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        stop_processes(worker, server)

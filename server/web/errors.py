@@ -11,6 +11,7 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from ..jobs import JobNotQueued
 from .auth import login_manager
 
 MESSAGES = {
@@ -75,6 +76,12 @@ def init_app(app: Flask) -> None:
         )
         extra = headers[0] if headers else {}
         return body, status, {**extra, "Retry-After": "30"}
+
+    @app.errorhandler(JobNotQueued)
+    def job_not_queued(exc: JobNotQueued):
+        log.warning("job not queued on %s %s: %s", request.method, request.path, exc)
+        return _respond(503, f"The job was not started: {exc}. Nothing else changed; check"
+                             " the task queue (jobs.redis_url) and try again.")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
