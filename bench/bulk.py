@@ -46,11 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _fashion import NAMES, load, write_pngs  # noqa: E402
 
 from server import store  # noqa: E402
-from server.cluster_job import run_clustering  # noqa: E402
 from server.config import Project, ProjectConfig  # noqa: E402
+from server.jobs.clustering import run_clustering  # noqa: E402
+from server.jobs.round import learner_config, run_round  # noqa: E402
 from server.learner import Learner  # noqa: E402
-from server.rounds import learner_config, run_round  # noqa: E402
-from server.simulated_annotators import (  # noqa: E402
+from server.simulation.annotators import (  # noqa: E402
     ActionTally,
     judge_cluster_page,
     judge_verify_page,

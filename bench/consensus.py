@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _fashion import NAMES, load
 
-from server.agreement import dawid_skene, index_votes
+from server.consensus.annotator_model import dawid_skene, index_votes
 
 OUT = Path(__file__).resolve().parent / "out"
 LOOK_ALIKE_GROUPS = [

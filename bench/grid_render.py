@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server import store  # noqa: E402
 from server.app import create_app  # noqa: E402
-from server.cluster_job import run_clustering  # noqa: E402
 from server.config import Project  # noqa: E402
-from server.demo import write_digits  # noqa: E402
-from server.imaging import copy_path  # noqa: E402
+from server.dataset.demo import write_digits  # noqa: E402
+from server.dataset.imaging import copy_path  # noqa: E402
+from server.jobs.clustering import run_clustering  # noqa: E402
+from server.jobs.round import run_round  # noqa: E402
 from server.projects import add_user, init_project  # noqa: E402
-from server.rounds import run_round  # noqa: E402
 from server.store import bulk, clusterings  # noqa: E402
 from server.store import rounds as round_store  # noqa: E402
 

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from server import store
-from server.importer import PARALLEL_FROM, import_folder
+from server.dataset.importer import PARALLEL_FROM, import_folder
 from server.projects import import_images, init_project
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")

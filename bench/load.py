@@ -42,8 +42,8 @@ from PIL import Image  # noqa: E402
 
 from server import store  # noqa: E402
 from server.config import Project, ProjectConfig  # noqa: E402
+from server.jobs.workers import WORKER_NICENESS  # noqa: E402
 from server.passwords import hash_password  # noqa: E402
-from server.workers import WORKER_NICENESS  # noqa: E402
 
 PASSWORD = "load-test-password"
 CLASSES = 10
@@ -170,7 +170,7 @@ def fill_embeddings(project: Project, size: int, dim: int = 1280, seed: int = 0)
     """Synthetic embeddings for every image, straight into the learner's cache."""
     import numpy as np
 
-    from server.rounds import make_learner
+    from server.jobs.round import make_learner
 
     cache = make_learner(project).cache()
     rng = np.random.default_rng(seed)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server import store  # noqa: E402
 from server.config import Project, ProjectConfig  # noqa: E402
-from server.rounds import make_learner, run_round  # noqa: E402
+from server.jobs.round import make_learner, run_round  # noqa: E402
 from server.store import rounds as round_store  # noqa: E402
 
 LABELED = 2000

@@ -1,5 +1,5 @@
 """`python -m server ...` is the same as `activelabel ...`."""
 
-from .cli import main
+from .cli.main import main
 
 main()

@@ -10,7 +10,9 @@ from statistics import median
 import numpy as np
 from sqlite_utils import Database
 
-from . import agreement, agreement_measures, store
+from . import store
+from .consensus import annotator_model as agreement
+from .consensus import measures as agreement_measures
 
 IMPORT = "import"  # the annotator key of labels that came with the images
 

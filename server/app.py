@@ -45,7 +45,7 @@ def create_app(project_dir: str | os.PathLike | None = None, test_config: dict |
 
     open_db(project).conn.close()  # applies pending migrations and the consensus rules once
 
-    from .jobs import make_huey
+    from .jobs.queue import make_huey
 
     app.extensions["huey"] = make_huey(project)  # enqueues rounds; the worker runs them
     Htmx(app)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import store
 from .config import Project, ProjectConfig, ProjectError
-from .importer import ImportFailed, ImportReport, class_folders, import_folder
+from .dataset.importer import ImportFailed, ImportReport, class_folders, import_folder
 from .passwords import generate_password, hash_password
 
 Progress = Callable[[int], None]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from server.live_server import free_port
-from server.workers import stop_processes
+from server.jobs.workers import stop_processes
+from server.simulation.live_server import free_port
 
 CHROMIUM = os.environ.get("ACTIVELABEL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sklearn.datasets import load_digits
 
 from server.app import create_app
-from server.demo import digit_image
+from server.dataset.demo import digit_image
 from server.projects import add_user, init_project
 
 CLASSES = [str(d) for d in range(10)]

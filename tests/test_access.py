@@ -11,7 +11,7 @@ import pytest
 from conftest import PASSWORDS, csrf_token, htmx_headers, login
 
 from server import store
-from server.cli import main
+from server.cli.main import main
 from server.projects import add_user
 
 # The least a visitor must be for each endpoint: 'public' (anyone, logged in or not),

@@ -15,8 +15,9 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss
 
-from server import agreement, agreement_measures
-from server.agreement import (
+from server.consensus import annotator_model as agreement
+from server.consensus import measures as agreement_measures
+from server.consensus.annotator_model import (
     MIN_SHARED_ITEMS,
     DawidSkeneResult,
     dawid_skene,
@@ -26,7 +27,7 @@ from server.agreement import (
     weighted_label,
     weights_trustworthy,
 )
-from server.agreement_measures import (
+from server.consensus.measures import (
     agreement_with_consensus,
     cohen_kappa_pairs,
     confusion_between,

@@ -10,7 +10,7 @@ from argon2 import PasswordHasher
 from conftest import PASSWORDS, card_images, csrf_token, htmx_headers, login
 
 from server import store
-from server.cli import main
+from server.cli.main import main
 
 
 @pytest.fixture

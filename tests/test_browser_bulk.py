@@ -26,7 +26,7 @@ from browser_support import (
 )
 
 from server import store
-from server.demo import write_digits
+from server.dataset.demo import write_digits
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = needs_chromium

@@ -33,7 +33,7 @@ from browser_support import (
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
 from server import store
-from server.demo import write_digits
+from server.dataset.demo import write_digits
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = needs_chromium

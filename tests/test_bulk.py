@@ -16,11 +16,12 @@ import pytest
 from conftest import CLASSES, card_images, htmx_headers, login, write_digits
 from PIL import Image
 
-from server import clusters, store
+from server import store
 from server.app import create_app
-from server.cluster_job import PAGE, run_clustering
 from server.config import CONFIG_NAME, Project
-from server.imaging import copy_path
+from server.dataset.imaging import copy_path
+from server.jobs.clustering import PAGE, run_clustering
+from server.learner import clusters
 from server.projects import add_user, init_project
 from server.store import clusterings
 from server.store import rounds as round_store

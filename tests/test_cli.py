@@ -24,13 +24,13 @@ from conftest import PASSWORDS, csrf_token, login, write_digits
 
 from server import store
 from server.app import create_app
-from server.cli import main
+from server.cli.main import main
 from server.config import CONFIG_NAME, Project
-from server.demo import read_oracle
-from server.live_server import free_port
-from server.workers import stop_processes
+from server.dataset.demo import read_oracle
+from server.jobs.workers import stop_processes
+from server.simulation.live_server import free_port
 
-SERVE = [sys.executable, "-c", "from server.cli import main; main()", "serve"]
+SERVE = [sys.executable, "-c", "from server.cli.main import main; main()", "serve"]
 
 
 # ---------------------------------------------------------------- helpers

@@ -9,7 +9,7 @@ import tomllib
 import pytest
 
 from server.app import create_app
-from server.cli import main
+from server.cli.main import main
 from server.config import CONFIG_NAME, SECRET_NAME, Project, ProjectConfig, ProjectError
 
 CUSTOM = ProjectConfig(

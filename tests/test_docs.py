@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 import strategies
-from server.cli import main
+from server.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

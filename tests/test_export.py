@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORDS, card_images, htmx_headers, login, write_digits
 
-from server import exporter, store
+from server import store
 from server.app import create_app
-from server.demo import digit_image
+from server.dataset import exporter
+from server.dataset.demo import digit_image
 from server.projects import add_user, init_project
 
 ENTRY = re.compile(r"^(train|val|test)/([^/]+)/(\d+)-(.+)$")

@@ -23,10 +23,10 @@ from flask import g
 from sqlite_utils import Database
 
 from server import store
-from server.jobs import enqueue_round, make_huey
-from server.live_server import free_port
+from server.jobs.queue import enqueue_round, make_huey
+from server.jobs.workers import start_worker_process, stop_processes
+from server.simulation.live_server import free_port
 from server.store import rounds as round_store
-from server.workers import start_worker_process, stop_processes
 
 
 class Server:

@@ -15,7 +15,7 @@ from conftest import CLASSES, card_images, csrf_token, htmx_headers, login
 from werkzeug.datastructures import MultiDict
 
 from server import store
-from server.demo import digit_image
+from server.dataset.demo import digit_image
 from server.projects import import_images, init_project
 from server.store import rounds as round_store
 

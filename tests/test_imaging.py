@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from server.imaging import ImageRejected, check_image, load_rgb, render_copy
+from server.dataset.imaging import ImageRejected, check_image, load_rgb, render_copy
 
 LIMIT = 10_000_000  # max_pixels for files that should pass
 

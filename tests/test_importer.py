@@ -21,8 +21,8 @@ from test_imaging import FILES, damaged_exif, exif_with, gradient, png_header_on
 
 from server import store
 from server.app import create_app
-from server.cli import main
-from server.importer import PARALLEL_FROM, ImportFailed, import_folder
+from server.cli.main import main
+from server.dataset.importer import PARALLEL_FROM, ImportFailed, import_folder
 from server.projects import add_user, import_images, init_project
 
 # --- helpers --------------------------------------------------------------------------------

@@ -226,7 +226,7 @@ def test_a_reading_thread_and_worker_processes_give_the_same_embeddings(tmp_path
     # batch-wise normalisation matches torchvision's ToTensor + Normalize per image.
     from torchvision import transforms
 
-    from server.imaging import load_rgb
+    from server.dataset.imaging import load_rgb
 
     ids, paths, _ = digit_files
     threaded, process = lite0(tmp_path / "a"), lite0(tmp_path / "b", workers=1)

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
-from server.demo import digit_image
-from server.exporter import split_counts
+from server.dataset.demo import digit_image
+from server.dataset.exporter import split_counts
 from server.quality import balance, duplicates, mislabels, sample_size
 
 

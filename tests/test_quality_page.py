@@ -19,8 +19,8 @@ from PIL import Image
 
 from server import store
 from server.app import create_app
-from server.audit import run_quality
-from server.cli import main
+from server.cli.main import main
+from server.jobs.quality import run_quality
 from server.projects import add_user, init_project, open_db
 from server.store import quality as quality_store
 

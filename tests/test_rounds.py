@@ -21,15 +21,15 @@ from conftest import CLASSES, PASSWORDS, card_images, htmx_headers, login, write
 
 from server import store
 from server.app import create_app
-from server.cli import main
+from server.cli.main import main
 from server.config import CONFIG_NAME, Project
-from server.jobs import make_huey
+from server.jobs.queue import make_huey
+from server.jobs.round import _Heartbeat, make_learner, run_round
+from server.jobs.workers import WORKER_NICENESS, start_worker_process, stop_processes
 from server.learner import Learner
-from server.live_server import free_port
 from server.projects import add_user, init_project
-from server.rounds import _Heartbeat, make_learner, run_round
+from server.simulation.live_server import free_port
 from server.store import rounds as round_store
-from server.workers import WORKER_NICENESS, start_worker_process, stop_processes
 
 # Small and in-process: rounds take a couple of seconds on a CPU.
 FAST = {"input_size": 32, "loader_workers": 0, "batch_size": 32}

@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from server import live_server, store
-from server import simulate as sim
-from server import simulated_annotators as crowd
-from server import simulation_plan as planning
-from server.cli import main
+from server import store
+from server.cli.main import main
 from server.config import Project
-from server.demo import write_digits
+from server.dataset.demo import write_digits
 from server.projects import init_project
+from server.simulation import annotators as crowd
+from server.simulation import live_server
+from server.simulation import plan as planning
+from server.simulation import simulate as sim
 
 CLASSES = [str(d) for d in range(10)]
 IMAGES = 150

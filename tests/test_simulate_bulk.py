@@ -9,11 +9,11 @@ import sqlite3
 
 import pytest
 
-from server import simulation_plan as planning
-from server.cli import main
-from server.demo import write_digits
+from server.cli.main import main
+from server.dataset.demo import write_digits
 from server.projects import init_project
-from server.simulated_annotators import (
+from server.simulation import plan as planning
+from server.simulation.annotators import (
     ActionTally,
     judge_cluster_page,
     judge_verify_page,

@@ -12,7 +12,7 @@ from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_
 from sklearn.base import BaseEstimator
 
 import strategies
-from server.cli import main
+from server.cli.main import main
 from server.config import ProjectConfig
 from strategies.diverse import BATCH, CANDIDATES_PER_PICK, POOL_SHARE, candidate_count
 from strategies.registry import UnknownStrategy

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ..imaging import ImageRejected, load_rgb
+from ..dataset.imaging import ImageRejected, load_rgb
 
 
 def default_workers(cpus: int | None = None) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from statistics import median
 
-from server.exporter import SPLIT_NAMES, split_counts
+from ..dataset.exporter import SPLIT_NAMES, split_counts
 
 RARE_FRACTION = 0.10
 

@@ -27,7 +27,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from server.learner.head import HeadModel, Projection
+from ..learner.head import HeadModel, Projection
 
 FOLDS = 5
 # Stronger regularisation than the round's head (0.01): trained on the very labels it is

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.learner.head import HeadModel, Projection
+from ..learner.head import HeadModel, Projection
 
 FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)
 FOLDS = 5
@@ -127,7 +127,7 @@ def measure_points(
     """Accuracy of the head trained on each fraction of every fold's training part, scored
     on the fold's held-out part. Subsamples are stratified (each class keeps its share, and
     at least one label)."""
-    from server.quality.mislabels import fold_assignment
+    from .mislabels import fold_assignment
 
     features = np.asarray(features, dtype=np.float32)
     labels = np.asarray(labels)

@@ -120,7 +120,7 @@ def _parse_model(text: str) -> dict:
 def _weighted_class(model: dict, labels: list[tuple[int | None, int]]) -> int | None:
     """The class with the highest posterior under the annotator model, or None when the
     model cannot judge these votes (a class it has not seen)."""
-    from ..agreement import weighted_label
+    from ..consensus.annotator_model import weighted_label
 
     index = {c: i for i, c in enumerate(model["class_ids"])}
     if any(c not in index for _, c in labels):

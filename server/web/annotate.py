@@ -6,7 +6,7 @@ from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import current_user
 
 from .. import store
-from ..jobs import maybe_auto_retrain
+from ..jobs.queue import maybe_auto_retrain
 from ..store.rounds import latest_prediction
 from .auth import login_required
 from .context import get_db, get_project

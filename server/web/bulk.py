@@ -21,7 +21,7 @@ from flask import (
 from flask_login import current_user
 
 from .. import store
-from ..jobs import enqueue_clustering, maybe_auto_retrain
+from ..jobs.queue import enqueue_clustering, maybe_auto_retrain
 from ..store import bulk, clusterings
 from .annotate import keyed_classes
 from .auth import login_required
@@ -102,7 +102,7 @@ def _status_context() -> dict:
     db = get_db()
     active = clusterings.active_clustering(db)
     if active and active["status"] == "running":
-        from ..rounds import STALE_SECONDS
+        from ..jobs.round import STALE_SECONDS
 
         if clusterings.fail_stale_clusterings(db, STALE_SECONDS):
             active = clusterings.active_clustering(db)

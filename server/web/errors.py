@@ -11,7 +11,7 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from ..jobs import JobNotQueued
+from ..jobs.queue import JobNotQueued
 from .auth import login_manager
 
 MESSAGES = {

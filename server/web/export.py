@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, abort, request, stream_with_context
 
-from .. import exporter, store
-from ..dataset import export_rows
+from .. import store
+from ..dataset import exporter
+from ..dataset.selection import export_rows
 from .auth import login_required
 from .context import get_db, get_project
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, request, send_file
 
 from .. import store
-from ..imaging import ImageRejected, cached_copy
+from ..dataset.imaging import ImageRejected, cached_copy
 from .auth import login_required
 from .context import get_db, get_project
 

@@ -9,8 +9,9 @@ import io
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from flask_login import current_user
 
-from .. import audit, store
-from ..jobs import enqueue_quality
+from .. import store
+from ..jobs import quality as audit
+from ..jobs.queue import enqueue_quality
 from ..store import quality as quality_store
 from .auth import login_required
 from .context import get_db, get_project

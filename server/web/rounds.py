@@ -21,7 +21,7 @@ from flask_login import current_user
 
 import strategies
 
-from ..jobs import enqueue_round
+from ..jobs.queue import enqueue_round
 from ..store import rounds as round_store
 from .auth import login_required
 from .context import get_db, get_project
@@ -33,7 +33,7 @@ def status_context() -> dict:
     db = get_db()
     active = round_store.active_round(db)
     if active and active["status"] == "running":
-        from ..rounds import STALE_SECONDS
+        from ..jobs.round import STALE_SECONDS
 
         if round_store.fail_stale_rounds(db, STALE_SECONDS):
             active = round_store.active_round(db)

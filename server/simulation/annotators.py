@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import store
-from .config import Project
+from .. import store
+from ..config import Project
 
 SINGLE_NAME = "sim-annotator"  # the login of a lone simulated annotator
 # A simulated annotator labels a cluster page when at least this share of it is one class

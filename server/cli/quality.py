@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .config import Project
+from ..config import Project
 
 
 def register(main: click.Group) -> None:
@@ -23,9 +23,9 @@ def audit(project: str, out: str | None, target: float | None) -> None:
     """Run the quality checks now: rank suspected mislabels (CSV, most suspicious first),
     find near-duplicate groups, and fit the sample-size curve. Same as the quality page's
     button, run in this process; the page shows the findings too."""
-    from . import audit as checks
-    from .projects import open_db
-    from .store import quality as quality_store
+    from ..jobs import quality as checks
+    from ..projects import open_db
+    from ..store import quality as quality_store
 
     opened = Project.open(project)
     db = open_db(opened)

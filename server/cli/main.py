@@ -10,12 +10,12 @@ from pathlib import Path
 import click
 from sqlite_utils import Database
 
-from . import store
-from .cli_quality import register as register_quality_commands
-from .cli_rounds import register as register_round_commands
-from .config import Project, ProjectError
-from .importer import ImportFailed, ImportReport
-from .store import ROLES
+from .. import store
+from ..config import Project, ProjectError
+from ..dataset.importer import ImportFailed, ImportReport
+from ..store import ROLES
+from .quality import register as register_quality_commands
+from .rounds import register as register_round_commands
 
 DEMO_USERS = (("admin", "admin"), ("annotator", "annotator"))
 
@@ -56,7 +56,7 @@ def _progress_import(run, label: str) -> ImportReport:
 
 @contextlib.contextmanager
 def _open_db(project: Project) -> Iterator[Database]:
-    from .projects import open_db
+    from ..projects import open_db
 
     db = open_db(project)
     try:
@@ -83,7 +83,7 @@ def _print_report(report: ImportReport, limit: int = 20) -> None:
 @click.option("--votes-per-image", default=1, show_default=True, help="Votes each image needs.")
 def init(project: str, images: str, classes: str | None, seed: int, votes_per_image: int) -> None:
     """Create a project folder from a folder of images."""
-    from .projects import init_project
+    from ..projects import init_project
 
     names = classes.split(",") if classes else None
     created: dict = {}
@@ -106,7 +106,7 @@ def init(project: str, images: str, classes: str | None, seed: int, votes_per_im
 @click.argument("folder", type=click.Path(file_okay=False))
 def import_cmd(project: str, folder: str) -> None:
     """Add the images of FOLDER to a project (same content twice gives one image)."""
-    from .projects import import_images
+    from ..projects import import_images
 
     opened = Project.open(project)
 
@@ -130,7 +130,7 @@ def user() -> None:
 @click.option("--password", default=None, help="Set this password instead of generating one.")
 def user_add(project: str, name: str, role: str, password: str | None) -> None:
     """Add a user and print their password."""
-    from .projects import add_user
+    from ..projects import add_user
 
     secret = add_user(Project.open(project), name, role, password)
     click.echo(f"Added {role} {name.strip()}; password: {secret}")
@@ -172,13 +172,13 @@ def export(project: str, out: str, fmt: str, split: str, seed: str | None,
            drop_duplicates: bool) -> None:
     """Export the consensus labels (agreed or adjudicated): imagefolder (a folder, or a .zip,
     with DISPUTED.csv listing images still disputed), csv or jsonl."""
-    from . import exporter
+    from ..dataset import exporter
 
     opened = Project.open(project)
     fmt = exporter.parse_format(fmt)
     fractions = exporter.parse_split(split)
     seed_value = exporter.parse_seed(seed, opened.config.seed)
-    from .dataset import export_rows
+    from ..dataset.selection import export_rows
 
     with _open_db(opened) as db:
         rows, left_out = export_rows(db, fractions, seed_value, drop_duplicates)
@@ -214,8 +214,8 @@ def serve(project: str, host: str, port: int, threads: int, debug: bool, no_work
 
 def _serve(project: Path, host: str, port: int, threads: int, debug: bool,
            worker: bool = True) -> None:
-    from .app import create_app
-    from .workers import start_worker_process, stop_on_sigterm
+    from ..app import create_app
+    from ..jobs.workers import start_worker_process, stop_on_sigterm
 
     app = create_app(project)
     stop_on_sigterm()
@@ -243,7 +243,7 @@ def _serve(project: Path, host: str, port: int, threads: int, debug: bool,
 @click.option("--no-serve", is_flag=True, help="Build the project and print logins, then stop.")
 def demo(folder: str, host: str, port: int, no_serve: bool) -> None:
     """Build a demo project from scikit-learn's handwritten digits and serve it."""
-    from .demo import write_digits
+    from ..dataset.demo import write_digits
 
     root = Path(folder).expanduser().resolve()
     images = root.parent / f"{root.name}-images"
@@ -265,7 +265,7 @@ def demo(folder: str, host: str, port: int, no_serve: bool) -> None:
 
 def _demo_login(project: Project, name: str, role: str) -> str:
     """A fresh password for a demo user, adding the user if a run stopped before it was."""
-    from .projects import add_user, reset_password
+    from ..projects import add_user, reset_password
 
     with _open_db(project) as db:
         exists = store.get_user_by_name(db, name) is not None
@@ -273,7 +273,7 @@ def _demo_login(project: Project, name: str, role: str) -> str:
 
 
 def _init_with_bar(root: Path, images: Path):
-    from .projects import init_project
+    from ..projects import init_project
 
     created: dict = {}
 

@@ -12,7 +12,7 @@ import krippendorff
 import numpy as np
 from sklearn.metrics import cohen_kappa_score
 
-from .agreement import IndexedVotes, Vote, index_votes
+from .annotator_model import IndexedVotes, Vote, index_votes
 
 KAPPA_UNDEFINED = (
     "both gave the same single label on every shared item: chance agreement is 1, kappa is 0/0"

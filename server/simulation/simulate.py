@@ -33,8 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
-from .config import Project
+from .. import store
+from ..config import Project
+from ..projects import add_user, open_db
+from .annotators import ActionTally, annotator_names, noisy_answers
+from .bulk import cluster_batch, start_clustering, verify_batch
 from .live_server import (
     Browser,
     SimulationError,
@@ -42,10 +45,7 @@ from .live_server import (
     _wait_until_up,
     free_port,
 )
-from .projects import add_user, open_db
-from .simulate_bulk import cluster_batch, start_clustering, verify_batch
-from .simulated_annotators import ActionTally, annotator_names, noisy_answers
-from .simulation_plan import Plan, source_classes, source_images
+from .plan import Plan, source_classes, source_images
 
 ROUND_SECONDS = 3600  # one round, queued to done, on a slow CPU with a large pool
 # A round that fails for this reason (one class labeled so far) is expected early on.
@@ -81,7 +81,7 @@ def copy_embeddings(from_images: dict[str, int], from_cache: Path,
     """Copy embedding rows between two projects' caches, matching images by content
     (sha256 -> id in each). Reads the source's files without opening them for writing.
     Returns the number of rows copied."""
-    from .learner.cache import EmbeddingCache
+    from ..learner.cache import EmbeddingCache
 
     copied = 0
     root = Path(from_cache) / "embeddings"

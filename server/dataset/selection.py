@@ -8,8 +8,9 @@ from fractions import Fraction
 
 from sqlite_utils import Database
 
-from . import exporter, store
-from .store import quality as quality_store
+from .. import store
+from ..store import quality as quality_store
+from . import exporter
 
 
 def duplicate_groups(db: Database) -> list[list[int]]:

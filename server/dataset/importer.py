@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from . import store
+from .. import store
 from .imaging import EXTENSIONS, ImageRejected, check_image
 
 BATCH = 500

@@ -19,8 +19,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from .config import Project
-from .workers import _die_with_parent, stop_processes
+from ..config import Project
+from ..jobs.workers import _die_with_parent, stop_processes
 
 START_SECONDS = 120  # the server imports torch & co. before it answers
 STOP_SECONDS = 20

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import store
-from .config import Project
+from .. import store
+from ..config import Project
 from .live_server import SimulationError
 
 TEST_SHARE = 0.3

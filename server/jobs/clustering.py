@@ -10,13 +10,13 @@ import traceback
 
 import numpy as np
 
-from . import clusters, store
-from .config import Project
-from .imaging import ImageRejected, cached_copy
-from .learner import Learner, LearnerError
-from .rounds import _Heartbeat, make_learner
-from .store import clusterings
-from .store import rounds as round_store
+from .. import store
+from ..config import Project
+from ..dataset.imaging import ImageRejected, cached_copy
+from ..learner import Learner, LearnerError, clusters
+from ..store import clusterings
+from ..store import rounds as round_store
+from .round import _Heartbeat, make_learner
 
 PAGE = 48  # thumbnails in one grid
 STAGES = {"embed": (0.0, 0.7), "cluster": (0.7, 0.95), "thumbs": (0.95, 1.0)}
@@ -44,7 +44,7 @@ def run_clustering(project: Project, clustering_id: int, learner: Learner | None
                    thumbnails: bool = True) -> dict:
     """Run a queued clustering. On failure it is marked failed with the reason (the previous
     clustering keeps serving) and the error is re-raised for the caller's log."""
-    from .projects import open_db
+    from ..projects import open_db
 
     db = open_db(project)
     try:

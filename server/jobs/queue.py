@@ -11,7 +11,7 @@ import logging
 
 from huey import RedisHuey, SqliteHuey
 
-from .config import Project
+from ..config import Project
 
 log = logging.getLogger("activelabel.jobs")
 
@@ -33,9 +33,9 @@ def make_huey(project: Project):
 
     @huey.task(name="run_round")
     def run_round_task(round_id: int) -> None:
-        from .learner import LearnerError
-        from .rounds import run_round
-        from .store import StoreError
+        from ..learner import LearnerError
+        from ..store import StoreError
+        from .round import run_round
 
         try:
             summary = run_round(Project.open(root), round_id)
@@ -48,9 +48,9 @@ def make_huey(project: Project):
 
     @huey.task(name="run_clustering")
     def run_clustering_task(clustering_id: int) -> None:
-        from .cluster_job import run_clustering
-        from .learner import LearnerError
-        from .store import StoreError
+        from ..learner import LearnerError
+        from ..store import StoreError
+        from .clustering import run_clustering
 
         try:
             summary = run_clustering(Project.open(root), clustering_id)
@@ -61,9 +61,9 @@ def make_huey(project: Project):
 
     @huey.task(name="run_quality")
     def run_quality_task(run_id: int) -> None:
-        from .audit import run_quality
-        from .learner import LearnerError
-        from .store import StoreError
+        from ..learner import LearnerError
+        from ..store import StoreError
+        from .quality import run_quality
 
         try:
             run_quality(Project.open(root), run_id)
@@ -80,8 +80,8 @@ def make_huey(project: Project):
 
 def enqueue_round(project: Project, huey, strategy: str, requested_by: int | None) -> int:
     """Queue a round (or return the one already queued or running)."""
-    from . import store
-    from .store import rounds as round_store
+    from .. import store
+    from ..store import rounds as round_store
 
     db = store.connect(project.db_path)
     try:
@@ -96,7 +96,7 @@ def enqueue_round(project: Project, huey, strategy: str, requested_by: int | Non
 def _hand_over(db, table: str, job_id: int, send) -> None:
     """Hand a job to the queue (`send(job_id)`). If that fails (Redis down, jobs.db
     unwritable) the job row is marked failed: left 'queued' it would block every later one."""
-    from .store import job_rows
+    from ..store import job_rows
 
     try:
         send(job_id)
@@ -109,8 +109,8 @@ def _hand_over(db, table: str, job_id: int, send) -> None:
 def enqueue_clustering(project: Project, huey, k: int | None, requested_by: int | None) -> int:
     """Queue a clustering of the images that need votes (or return the one already queued
     or running). k None: the silhouette's suggestion."""
-    from . import store
-    from .store import clusterings
+    from .. import store
+    from ..store import clusterings
 
     db = store.connect(project.db_path)
     try:
@@ -124,8 +124,8 @@ def enqueue_clustering(project: Project, huey, k: int | None, requested_by: int 
 
 def enqueue_quality(project: Project, huey, requested_by: int | None) -> int:
     """Queue a quality run (or return the one already queued or running)."""
-    from . import store
-    from .store import quality as quality_store
+    from .. import store
+    from ..store import quality as quality_store
 
     db = store.connect(project.db_path)
     try:
@@ -139,7 +139,7 @@ def enqueue_quality(project: Project, huey, requested_by: int | None) -> int:
 
 def maybe_auto_retrain(project: Project, huey, db) -> int | None:
     """After every `retrain_every` new labels, queue a round by itself (0 turns this off)."""
-    from .store import rounds as round_store
+    from ..store import rounds as round_store
 
     every = project.config.retrain_every
     if every <= 0 or round_store.active_round(db):
@@ -158,19 +158,19 @@ def run_worker(project: Project, workers: int = 1) -> None:
     """Run rounds, clusterings and quality runs until stopped (Ctrl-C or SIGTERM)."""
     from huey.consumer import Consumer
 
-    from . import store
-    from .rounds import STALE_SECONDS
-    from .store import rounds as round_store
+    from .. import store
+    from ..store import rounds as round_store
+    from .round import STALE_SECONDS
 
     db = store.connect(project.db_path)
     # A round left 'running' by a killed worker will never finish: say so. With the
     # project's own SQLite queue this is the only worker, so any running round is orphaned;
     # with Redis other machines may be working, so only silent rounds count.
     round_store.fail_stale_rounds(db, STALE_SECONDS if project.config.redis_url else 0)
-    from .store import clusterings
+    from ..store import clusterings
 
     clusterings.fail_stale_clusterings(db, STALE_SECONDS if project.config.redis_url else 0)
-    from .store import quality as quality_store
+    from ..store import quality as quality_store
 
     quality_store.fail_stale_quality_runs(db, STALE_SECONDS if project.config.redis_url else 0)
     db.conn.close()

@@ -13,10 +13,10 @@ import numpy as np
 
 from strategies.registry import UnknownStrategy
 
-from . import store
-from .config import Project
-from .learner import Learner, LearnerConfig, LearnerError
-from .store import rounds as round_store
+from .. import store
+from ..config import Project
+from ..learner import Learner, LearnerConfig, LearnerError
+from ..store import rounds as round_store
 
 # A running round's heartbeat comes every STALE_SECONDS / 8; silence for longer than
 # STALE_SECONDS means its worker died.
@@ -102,7 +102,7 @@ def run_round(project: Project, round_id: int, learner: Learner | None = None) -
     previous ranking keeps serving; the error is re-raised for the caller's log. A round
     that is not queued (a duplicate job, or one marked failed meanwhile) is left alone:
     StoreError."""
-    from .projects import open_db
+    from ..projects import open_db
 
     db = open_db(project)
     try:
@@ -124,7 +124,7 @@ def _run_started(db, project: Project, round_id: int, learner: Learner | None) -
         learner = learner or make_learner(project)
         # Consensus first: refit how far each annotator is trusted, so the labels this
         # round trains on are the current weighted consensus.
-        from .annotators import fit_annotator_model
+        from ..annotators import fit_annotator_model
 
         fit_annotator_model(db)
         labeled, pool = round_store.snapshot(db)

@@ -19,8 +19,8 @@ import re
 import time
 from collections.abc import Callable
 
+from .annotators import ActionTally, judge_cluster_page, judge_verify_page
 from .live_server import Browser, SimulationError, _Processes
-from .simulated_annotators import ActionTally, judge_cluster_page, judge_verify_page
 
 MODES = ("single", "grid", "cluster")
 CLUSTER_SECONDS = 3600  # a clustering, queued to done, on a slow CPU with a large pool

@@ -12,10 +12,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from . import store
-from .config import Project
-from .learner import LearnerError
-from .store import quality as quality_store
+from .. import store
+from ..config import Project
+from ..learner import LearnerError
+from ..store import quality as quality_store
 
 MIN_LABELS = 20  # fewer consensus labels than this: no mislabel ranking or curve
 
@@ -45,7 +45,7 @@ class _Progress:
 
 def _labeled(db) -> tuple[list[dict], list[dict]]:
     """(consensus-labeled images with their class, every image) as rows."""
-    from .store import rounds as round_store
+    from ..store import rounds as round_store
 
     labeled = round_store.training_set(db)
     everything = list(db.query("SELECT id, path, sha256 FROM images ORDER BY id"))
@@ -54,7 +54,7 @@ def _labeled(db) -> tuple[list[dict], list[dict]]:
 
 def suspects(db, learner, labeled: list[dict], progress=None) -> dict:
     """Out-of-fold mislabel ranking of the consensus labels."""
-    from .quality.mislabels import find_mislabels
+    from ..quality.mislabels import find_mislabels
 
     if len(labeled) < MIN_LABELS or len({r["class_id"] for r in labeled}) < 2:
         return {"skipped": f"needs at least {MIN_LABELS} consensus labels in two classes"}
@@ -76,7 +76,7 @@ def suspects(db, learner, labeled: list[dict], progress=None) -> dict:
 
 def duplicates(everything: list[dict], learner=None, progress=None) -> dict:
     """Near-duplicate groups over every image, by file content (see quality.duplicates)."""
-    from .quality.duplicates import find_duplicates, fingerprints
+    from ..quality.duplicates import find_duplicates, fingerprints
 
     if len(everything) < 2:
         return {"groups": [], "pairs": []}
@@ -95,7 +95,7 @@ def duplicates(everything: list[dict], learner=None, progress=None) -> dict:
 
 def curve(learner, labeled: list[dict], progress=None) -> dict:
     """The sample-size learning curve of the consensus labels."""
-    from .quality.sample_size import estimate_learning_curve
+    from ..quality.sample_size import estimate_learning_curve
 
     if len(labeled) < MIN_LABELS or len({r["class_id"] for r in labeled}) < 2:
         return {"skipped": f"needs at least {MIN_LABELS} consensus labels in two classes"}
@@ -120,7 +120,7 @@ def curve_to_dict(fitted) -> dict:
 
 
 def curve_from_dict(data: dict):
-    from .quality.sample_size import CurvePoint, LearningCurve
+    from ..quality.sample_size import CurvePoint, LearningCurve
 
     return LearningCurve(
         model=data["model"], params=tuple(data["params"]),
@@ -132,7 +132,7 @@ def curve_from_dict(data: dict):
 
 
 def balance(db, split=(Fraction(8, 10), Fraction(1, 10), Fraction(1, 10))):
-    from .quality.balance import check_balance
+    from ..quality.balance import check_balance
 
     counts = {c["name"]: c["images"] for c in store.class_counts(db)}
     return check_balance(counts, split)
@@ -141,8 +141,8 @@ def balance(db, split=(Fraction(8, 10), Fraction(1, 10), Fraction(1, 10))):
 def run_quality(project: Project, run_id: int, learner=None) -> dict:
     """Run a queued quality run to the end; on failure the run says why and the previous
     findings stay on the page."""
-    from .projects import open_db
-    from .rounds import make_learner
+    from ..projects import open_db
+    from .round import make_learner
 
     db = open_db(project)
     try:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from . import store
-from .config import Project
+from .. import store
+from ..config import Project
 
 
 def register(main: click.Group) -> None:
@@ -20,7 +20,7 @@ def register(main: click.Group) -> None:
 @click.option("--threads", default=1, show_default=True, help="Rounds run at the same time.")
 def worker(project: str, threads: int) -> None:
     """Run training rounds queued by the web server (until Ctrl-C)."""
-    from .jobs import run_worker
+    from ..jobs.queue import run_worker
 
     run_worker(Project.open(project), workers=threads)
 
@@ -33,8 +33,8 @@ def retrain(project: str, strategy: str | None, no_wait: bool) -> None:
     """Run a training round to the end and print its summary."""
     import strategies
 
-    from .jobs import JobNotQueued, enqueue_round, make_huey
-    from .store import rounds as round_store
+    from ..jobs.queue import JobNotQueued, enqueue_round, make_huey
+    from ..store import rounds as round_store
 
     opened = Project.open(project)
     name = strategy or opened.config.strategy
@@ -62,8 +62,8 @@ def _run_with_bar(project: Project, round_id: int, bar, state: dict) -> dict:
     """Run the round in this process while a thread mirrors its stored progress."""
     import threading
 
-    from .rounds import run_round
-    from .store import rounds as round_store
+    from ..jobs.round import run_round
+    from ..store import rounds as round_store
 
     finished = threading.Event()
 
@@ -82,7 +82,7 @@ def _run_with_bar(project: Project, round_id: int, bar, state: dict) -> dict:
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
     try:
-        from .learner import LearnerError
+        from ..learner import LearnerError
 
         try:
             return run_round(project, round_id)
@@ -114,7 +114,7 @@ def strategies_cmd() -> None:
     """List the query strategies with a line on each; new projects' default is marked."""
     import strategies
 
-    from .config import ProjectConfig
+    from ..config import ProjectConfig
 
     default = ProjectConfig(name="-").strategy
     for name in strategies.names():
@@ -165,11 +165,11 @@ def simulate(project: str, oracle: str, budget: int, batch: int, strategy: str,
     presses and clicks). PROJECT itself is not changed."""
     import strategies
 
-    from .live_server import SimulationError, stopping_on_sigterm
-    from .simulate import run_simulation, write_curves
-    from .simulate_bulk import MODES
-    from .simulated_annotators import consensus_report, parse_accuracies, write_reports
-    from .simulation_plan import make_plan, plan_truth_by_id, read_labels_csv
+    from ..simulation.annotators import consensus_report, parse_accuracies, write_reports
+    from ..simulation.bulk import MODES
+    from ..simulation.live_server import SimulationError, stopping_on_sigterm
+    from ..simulation.plan import make_plan, plan_truth_by_id, read_labels_csv
+    from ..simulation.simulate import run_simulation, write_curves
 
     names = list(dict.fromkeys(s.strip() for s in strategy.split(",") if s.strip()))
     if not names:
