@@ -25,7 +25,7 @@ def extra_copies(db: Database, groups: list[list[int]]) -> set[int]:
     """The images to leave out when dropping duplicates: those the admin marked 'drop', and in
     a group with no decision at all, every member but the first (lowest id)."""
     dropped = quality_store.dropped_images(db)
-    decided = {r[0] for r in db.execute("SELECT DISTINCT image_id FROM duplicate_decisions")}
+    decided = quality_store.decided_images(db)
     extra = set(dropped)
     for group in groups:
         if not decided.intersection(group):

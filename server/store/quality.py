@@ -87,6 +87,11 @@ def decide_duplicate(db: Database, user_id: int, image_id: int, keep: bool) -> N
         )
 
 
+def decided_images(db: Database) -> set[int]:
+    """Images of duplicate groups that have any keep/drop decision."""
+    return {r[0] for r in db.execute("SELECT DISTINCT image_id FROM duplicate_decisions")}
+
+
 def dropped_images(db: Database) -> set[int]:
     """Images the admin chose to drop from their duplicate group."""
     return {

@@ -67,7 +67,7 @@ def index():
         prediction = {"target": target, "labels": fitted.labels_needed(target),
                       "range": fitted.labels_needed_range(target)}
     dropped = quality_store.dropped_images(db)
-    decided = {r[0] for r in db.execute("SELECT DISTINCT image_id FROM duplicate_decisions")}
+    decided = quality_store.decided_images(db)
     return render_template(
         "quality.html", run=done, result=result, suspects=suspects, page=page, per_page=PAGE,
         prediction=prediction, target=target, dropped=dropped, decided=decided,
