@@ -1,5 +1,5 @@
 """How far annotators agree and how much to trust each of them: the store's votes through
-`server.agreement`'s measures. Used by the agreement page, the CLI and each round (which
+`server.consensus`'s measures. Used by the agreement page, the CLI and each round (which
 refits the annotator model before it takes the consensus labels)."""
 
 from __future__ import annotations

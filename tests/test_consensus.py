@@ -19,6 +19,7 @@ from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss
 from server import store
 from server.annotators import agreement_report, fit_annotator_model
 from server.app import create_app
+from server.consensus.rules import Decision, Rules, RulesError, decide
 from server.projects import add_user, init_project, open_db
 from server.store import rounds as round_store
 
@@ -204,6 +205,66 @@ def test_only_consensus_labels_train_and_export(tmp_path, digits, opened):
         ({"ann": "2", "bob": "9"}, "disputed")]
     alone = client.get("/export?format=disputed").get_data(as_text=True)
     assert alone == archive.read("DISPUTED.csv").decode()
+
+
+# --- the decision itself, without a database -------------------------------------------
+
+TWO_VOTES = {"needed": 2, "rules": Rules(votes_per_image=2)}
+
+
+def test_below_the_votes_needed_an_image_needs_votes_with_its_leading_class_so_far():
+    assert decide([], 0, **TWO_VOTES) == Decision("needs_votes", None, None)
+    assert decide([(1, 3)], 0, **TWO_VOTES) == Decision("needs_votes", 3, 1.0)
+    assert decide([(1, 3), (2, 3)], 0, **TWO_VOTES) == Decision("agreed", 3, 1.0)
+
+
+def test_a_tie_gives_no_class_and_an_unsure_vote_disputes_even_a_unanimous_label():
+    assert decide([(1, 3), (2, 5)], 0, **TWO_VOTES) == Decision("disputed", None, 0.5)
+    assert decide([(1, 3)], 1, **TWO_VOTES) == Decision("disputed", 3, 0.5)
+    assert decide([], 2, **TWO_VOTES) == Decision("disputed", None, 0.0)  # unsure only
+
+
+def test_a_majority_below_the_agreement_threshold_is_disputed():
+    rules = Rules(votes_per_image=3, agreement_threshold=0.7)
+    decision = decide([(1, 2), (2, 2), (3, 5)], 0, needed=3, rules=rules)
+    assert (decision.status, decision.class_id) == ("disputed", 2)
+    assert decision.agreement == pytest.approx(2 / 3)
+
+
+def test_a_review_request_after_an_adjudication_disputes_the_image_whatever_the_votes():
+    votes = [(1, 3), (2, 3)]
+    settled = decide(votes, 0, **TWO_VOTES, adjudications=[(10, 5)])
+    assert settled == Decision("adjudicated", 5, 0.0)  # no vote said 5
+    reopened = decide(votes, 0, **TWO_VOTES, adjudications=[(10, 5)], review_requests=[11])
+    assert reopened == Decision("disputed", 3, 1.0)  # the class the votes would give
+    assert decide([], 0, **TWO_VOTES, review_requests=[4]) == Decision("disputed", None, None)
+
+
+def test_an_adjudication_after_a_request_settles_the_image_and_the_latest_one_counts():
+    votes = [(1, 3), (2, 5)]
+    decision = decide(votes, 1, **TWO_VOTES, adjudications=[(10, 3), (12, 5)],
+                      review_requests=[11])
+    assert decision.status == "adjudicated" and decision.class_id == 5
+    assert decision.agreement == pytest.approx(1 / 3)  # one of three decided votes
+    # Without any vote there is nothing to agree with.
+    assert decide([], 0, **TWO_VOTES, adjudications=[(3, 5)]) == Decision("adjudicated", 5, None)
+
+
+def test_a_trusted_annotator_model_breaks_a_tie_toward_the_reliable_annotator():
+    careful = [[0.9, 0.1], [0.1, 0.9]]
+    careless = [[0.55, 0.45], [0.45, 0.55]]
+    model = {"trusted": True, "class_ids": [3, 5], "priors": [0.5, 0.5],
+             "confusions": {"1": careful, "2": careless}}
+    assert decide([(1, 5), (2, 3)], 0, **TWO_VOTES, model=model).class_id == 5
+    untrusted = {**model, "trusted": False}
+    assert decide([(1, 5), (2, 3)], 0, **TWO_VOTES, model=untrusted).class_id is None
+
+
+def test_rules_that_cannot_be_followed_are_refused_with_a_reason():
+    with pytest.raises(RulesError, match="at least 1"):
+        Rules(votes_per_image=0).check()
+    with pytest.raises(RulesError, match="qa_fraction"):
+        Rules(qa_fraction=1.5).check()
 
 
 def noisy_votes(truth: list[int], accuracy: float, rng) -> list[int]:

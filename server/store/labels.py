@@ -1,4 +1,5 @@
-"""Votes (append-only annotations), undo as retraction, and each image's derived state."""
+"""Answers (append-only annotations: votes, a reviewer's adjudication, a review request), undo
+as retraction, and each image's state derived from them."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import time
 
 from sqlite_utils import Database
 
-from . import consensus
-from .connection import StoreError, is_row_id, now_iso, write
+from ..consensus.rules import decide, votes_needed_now
+from .connection import StoreError, is_row_id, now_iso, pause_for_writers, write
+from .consensus import FINAL_SQL, get_rules, labelers, latest_annotator_model, votes_needed_sql
 from .rounds import queue_priority
 
 ANSWER_KINDS = ("label", "skip", "unsure")
@@ -25,6 +27,16 @@ def _exists(db: Database, table: str, row_id: int) -> bool:
         is_row_id(row_id)
         and db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [row_id]).fetchone() is not None
     )
+
+
+def require_image(db: Database, image_id: int) -> None:
+    if not _exists(db, "images", image_id):
+        raise StoreError(f"no image with id {image_id}")
+
+
+def require_class(db: Database, class_id: int) -> None:
+    if not _exists(db, "classes", class_id):
+        raise StoreError(f"no class with id {class_id}")
 
 
 def _answer_of(db: Database, user_id: int, image_id: int) -> dict | None:
@@ -53,20 +65,18 @@ def refresh_state(db: Database, image_id: int) -> dict:
     )
     labels = [(r["user_id"], r["class_id"]) for r in rows if r["kind"] == "label"]
     unsure = sum(1 for r in rows if r["kind"] == "unsure")
-    final = [r for r in rows if r["kind"] == "adjudicate"]
-    requests = [r for r in rows if r["kind"] == "review"]
     image = db.execute("SELECT votes_needed FROM images WHERE id = ?", [image_id]).fetchone()
-    rules = consensus.get_rules(db)
-    needed = consensus.votes_needed_now(image[0], rules.votes_per_image, consensus.labelers(db))
-    status, class_id, agreement = consensus.decide(
-        labels, unsure, needed, rules, consensus.latest_annotator_model(db)
+    rules = get_rules(db)
+    decision = decide(
+        labels,
+        unsure,
+        needed=votes_needed_now(image[0], rules.votes_per_image, labelers(db)),
+        rules=rules,
+        model=latest_annotator_model(db),
+        adjudications=[(r["id"], r["class_id"]) for r in rows if r["kind"] == "adjudicate"],
+        review_requests=[r["id"] for r in rows if r["kind"] == "review"],
     )
-    if final and not (requests and requests[-1]["id"] > final[-1]["id"]):
-        status, class_id = "adjudicated", final[-1]["class_id"]
-        decided = len(labels) + unsure
-        agreement = sum(1 for _, c in labels if c == class_id) / decided if decided else None
-    elif requests and (not final or requests[-1]["id"] > final[-1]["id"]):
-        status = "disputed"  # sent to review: a reviewer decides, whatever the votes say
+    status, class_id, agreement = decision.status, decision.class_id, decision.agreement
     db.execute(
         "INSERT INTO image_state (image_id, status, class_id, votes, unsure, agreement,"
         " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (image_id) DO UPDATE SET"
@@ -106,6 +116,21 @@ def refresh_undervoted(db: Database) -> int:
     return len(ids)
 
 
+def refresh_multivote(db: Database, chunk: int = 500) -> int:
+    """Re-judge every image whose votes name more than one class (after a new annotator
+    model: weighted votes can change only those), `chunk` images per transaction so
+    annotators' votes are never held up for long. Returns how many were re-judged."""
+    ids = [r[0] for r in db.execute(
+        "SELECT a.image_id FROM annotations a WHERE a.kind = 'label'"
+        f" AND {EFFECTIVE} GROUP BY a.image_id HAVING count(DISTINCT a.class_id) > 1")]
+    for start in range(0, len(ids), chunk):
+        with write(db):
+            for image_id in ids[start:start + chunk]:
+                refresh_state(db, image_id)
+        pause_for_writers()
+    return len(ids)
+
+
 def add_vote(
     db: Database,
     user_id: int,
@@ -122,10 +147,9 @@ def add_vote(
     if (kind == "label") != (class_id is not None):
         raise StoreError("a label needs a class; skip and unsure take none")
     with write(db):
-        if not _exists(db, "images", image_id):
-            raise StoreError(f"no image with id {image_id}")
-        if class_id is not None and not _exists(db, "classes", class_id):
-            raise StoreError(f"no class with id {class_id}")
+        require_image(db, image_id)
+        if class_id is not None:
+            require_class(db, class_id)
         if _answer_of(db, user_id, image_id) is not None:
             raise AlreadyAnswered(f"image {image_id} is already answered")
         newcomer = user_id is not None and db.execute(
@@ -141,6 +165,42 @@ def add_vote(
         refresh_state(db, image_id)
         if newcomer:
             refresh_undervoted(db)
+    return cursor.lastrowid
+
+
+def adjudicate(db: Database, user_id: int, image_id: int, class_id: int,
+               gold: bool = False) -> int:
+    """A reviewer's final label, appended as an 'adjudicate' annotation; a later one
+    supersedes it (both stay on record). `gold` also records the answer as a gold image."""
+    with write(db):
+        require_image(db, image_id)
+        require_class(db, class_id)
+        stamp = now_iso()
+        cursor = db.execute(
+            "INSERT INTO annotations (image_id, user_id, kind, class_id, source, created_at)"
+            " VALUES (?, ?, 'adjudicate', ?, 'review', ?)",
+            [image_id, user_id, class_id, stamp],
+        )
+        if gold:
+            db.execute(
+                "INSERT INTO gold (image_id, class_id, user_id, created_at) VALUES (?, ?, ?, ?)",
+                [image_id, class_id, user_id, stamp],
+            )
+        refresh_state(db, image_id)
+    return cursor.lastrowid
+
+
+def request_review(db: Database, user_id: int, image_id: int) -> int:
+    """Send an image to the review queue (a suspected mislabel, say): appended as a 'review'
+    annotation; the image is disputed until a reviewer adjudicates it."""
+    with write(db):
+        require_image(db, image_id)
+        cursor = db.execute(
+            "INSERT INTO annotations (image_id, user_id, kind, source, created_at)"
+            " VALUES (?, ?, 'review', 'review', ?)",
+            [image_id, user_id, now_iso()],
+        )
+        refresh_state(db, image_id)
     return cursor.lastrowid
 
 
@@ -176,8 +236,7 @@ def _hand_back(db: Database, user_id: int, image_id: int, lease_seconds: int) ->
     needs a vote and others' leases leave room: undoing a skip must not hand the user an
     image that was passed on to someone else meanwhile."""
     now = time.time()
-    needed = consensus.votes_needed_sql(consensus.get_rules(db).votes_per_image,
-                                        consensus.labelers(db))
+    needed = votes_needed_sql(get_rules(db).votes_per_image, labelers(db))
     room = db.execute(
         f"SELECT {needed} - s.votes - s.unsure - (SELECT count(*) FROM leases l"
         "   WHERE l.image_id = i.id AND l.user_id != ? AND l.expires_at > ?)"
@@ -251,7 +310,7 @@ def labeled_images(db: Database) -> list[dict]:
             "SELECT i.id, i.path, i.rel_path, i.sha256, c.name AS label, s.votes, s.status,"
             " s.agreement FROM image_state s JOIN images i ON i.id = s.image_id"
             " JOIN classes c ON c.id = s.class_id"
-            " WHERE s.status IN ('agreed', 'adjudicated') ORDER BY i.id"
+            f" WHERE s.status IN {FINAL_SQL} ORDER BY i.id"
         )
     ))
 
