@@ -16,6 +16,7 @@ from ..dataset.importer import ImportFailed, ImportReport
 from ..store import ROLES
 from .quality import register as register_quality_commands
 from .rounds import register as register_round_commands
+from .simulate import register as register_simulate_command
 
 DEMO_USERS = (("admin", "admin"), ("annotator", "annotator"))
 
@@ -175,7 +176,7 @@ def export(project: str, out: str, fmt: str, split: str, seed: str | None,
     from ..dataset import exporter
 
     opened = Project.open(project)
-    fmt = exporter.parse_format(fmt)
+    chosen = exporter.parse_format(fmt)
     fractions = exporter.parse_split(split)
     seed_value = exporter.parse_seed(seed, opened.config.seed)
     from ..dataset.selection import export_rows
@@ -183,7 +184,7 @@ def export(project: str, out: str, fmt: str, split: str, seed: str | None,
     with _open_db(opened) as db:
         rows, left_out = export_rows(db, fractions, seed_value, drop_duplicates)
         disputed = store.disputed_images(db)
-    problems = exporter.write_export(rows, fmt, Path(out), disputed)
+    problems = exporter.write_export(rows, chosen, Path(out), disputed)
     counts = {name: sum(1 for r in rows if r["split"] == name) for name in exporter.SPLIT_NAMES}
     click.echo(f"Wrote {len(rows) - len(problems)} labeled images to {out} ("
                + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ")")
@@ -191,7 +192,8 @@ def export(project: str, out: str, fmt: str, split: str, seed: str | None,
         click.echo(f"Left out {left_out} extra copies of near-duplicate images")
     if disputed:
         click.echo(f"{len(disputed)} disputed images are not exported; they wait for review"
-                   + (f" (listed in {exporter.DISPUTED_NAME})" if fmt == "imagefolder" else ""))
+                   + (f" (listed in {exporter.DISPUTED_NAME})" if chosen.name == "imagefolder"
+                      else ""))
     if problems:
         click.echo(f"Left out {len(problems)} images whose file is missing, unreadable or"
                    f" changed; they are listed in {exporter.MISSING_NAME}", err=True)
@@ -288,4 +290,5 @@ def _init_with_bar(root: Path, images: Path):
 
 
 register_round_commands(main)
+register_simulate_command(main)
 register_quality_commands(main)

@@ -1,7 +1,10 @@
-"""Exporting the labeled images: a stratified split, then a zip (imagefolder), CSV or JSONL.
+"""Exporting the labeled images: a stratified split, then one of the formats in FORMATS (a
+zip in the imagefolder layout, CSV, JSONL, or the report of disputed images).
 
 Takes the rows `store.labeled_images` returns; knows nothing of Flask or SQL. The web export
-and the CLI parse their parameters with the same functions, so both give the same messages.
+and the CLI parse their parameters with the same functions, so both give the same messages,
+and take the formats from the same registry: the web streams a format's chunks, the CLI
+writes them to a file.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import stat
 import time
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-FORMATS = ("imagefolder", "csv", "jsonl")
 SPLIT_NAMES = ("train", "val", "test")
 COLUMNS = ("path", "sha256", "label", "split", "status", "votes", "agreement", "voters", "file")
 DISPUTED_COLUMNS = ("path", "sha256", "leading_label", "status", "votes", "agreement", "voters")
@@ -30,6 +33,10 @@ DISPUTED_NAME = "DISPUTED.csv"  # images still waiting for a reviewer: a report,
 # One part of a split: a decimal (0.8, .1, 1) or a ratio (1/3). Digits are bounded because a
 # Fraction of '1e999999999' would take forever to build, and the text comes from a URL.
 _PART = re.compile(r"\d{1,9}(\.\d{0,9})?|\.\d{1,9}|\d{1,9}/\d{1,9}")
+
+
+# An image left out of an export, and why ("missing", "changed since it was imported"...).
+Problem = tuple[dict, str]
 
 
 class ExportError(ValueError):
@@ -55,10 +62,14 @@ def parse_split(text: str) -> tuple[Fraction, ...]:
     return parts
 
 
-def parse_format(text: str) -> str:
-    if text not in FORMATS:
-        raise ExportError(f"unknown format {text[:40]!r}; use one of {', '.join(FORMATS)}")
-    return text
+def parse_format(text: str, reports: bool = False) -> ExportFormat:
+    """The format named `text`; a report (format=disputed) only where `reports` is true (the
+    web). The message names the data formats, which both the web and the CLI offer."""
+    chosen = FORMATS.get(text)
+    if chosen is None or (chosen.report and not reports):
+        data = [name for name, f in FORMATS.items() if not f.report]
+        raise ExportError(f"unknown format {text[:40]!r}; use one of {', '.join(data)}")
+    return chosen
 
 
 def parse_seed(text: str | None, default: int) -> int:
@@ -204,7 +215,7 @@ def read_original(row: dict) -> bytes | str:
     return data
 
 
-def missing_text(problems: list[tuple[dict, str]]) -> str:
+def missing_text(problems: list[Problem]) -> str:
     """MISSING.txt: one line per image left out, tab-separated path, label and reason."""
     return "".join(f"{row['path']}\t{row['label']}\t{reason}\n" for row, reason in problems)
 
@@ -240,7 +251,7 @@ def _zip_entry(name: str) -> zipfile.ZipInfo:
 
 
 def zip_chunks(
-    rows: list[dict], problems: list[tuple[dict, str]] | None = None,
+    rows: list[dict], problems: list[Problem] | None = None,
     disputed: list[dict] | None = None,
 ) -> Iterator[bytes]:
     """The imagefolder zip: train/<class>/<file> ..., plus labels.csv, streamed. Images whose
@@ -274,7 +285,7 @@ def _check_target(out: Path) -> None:
         raise ExportError(f"{out} already exists; choose a new path")
 
 
-def _write_tree(rows: list[dict], out: Path, problems: list[tuple[dict, str]],
+def _write_tree(rows: list[dict], out: Path, problems: list[Problem],
                 disputed: list[dict] | None = None) -> None:
     present = []
     for row in rows:
@@ -295,25 +306,77 @@ def _write_tree(rows: list[dict], out: Path, problems: list[tuple[dict, str]],
         (out / DISPUTED_NAME).write_bytes(disputed_csv(disputed).encode("utf-8"))
 
 
-def write_export(rows: list[dict], fmt: str, out: Path,
-                 disputed: list[dict] | None = None) -> list[tuple[dict, str]]:
-    """Write an export to disk: imagefolder as a .zip (if OUT ends in .zip) or a folder
-    tree, with DISPUTED.csv listing the disputed images if any; csv and jsonl as one file.
-    Returns the images left out of an imagefolder export and why (csv and jsonl need no
-    image files)."""
+def _utf8(chunks: Iterable[str]) -> Iterator[bytes]:
+    """Text chunks as the bytes the web sends and the CLI writes: the same on every system,
+    where a file in text mode would change the line ends on Windows."""
+    for chunk in chunks:
+        yield chunk.encode("utf-8")
+
+
+# (rows, disputed, problems) -> the export's bytes, chunk by chunk; appends to `problems` each
+# image it leaves out (an original file missing, unreadable or changed).
+Chunks = Callable[[list[dict], list[dict], list[Problem]], Iterator[bytes]]
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One way to export: how it is named, sent and written. The web streams `chunks`; the
+    CLI writes them to OUT (or calls `write_folder`)."""
+
+    name: str
+    suffix: str  # of the file the web sends
+    mimetype: str
+    chunks: Chunks
+    description: str
+    # A report on the data (the web's format=disputed), not the data set: the CLI writes it
+    # into the imagefolder export instead, and the admin is not offered it as a format.
+    report: bool = False
+    # Written as a folder, not one file, when the CLI's OUT does not end in the suffix.
+    write_folder: Callable[[list[dict], Path, list[Problem], list[dict]], None] | None = None
+
+
+FORMATS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat(
+            "imagefolder", "zip", "application/zip",
+            lambda rows, disputed, problems: zip_chunks(rows, problems, disputed),
+            "train/<class>/<file>... with labels.csv, MISSING.txt and DISPUTED.csv",
+            write_folder=_write_tree,
+        ),
+        ExportFormat(
+            "csv", "csv", "text/csv; charset=utf-8",
+            lambda rows, disputed, problems: _utf8(csv_chunks(rows)),
+            "one row per labeled image: path, sha256, label, split, votes...",
+        ),
+        ExportFormat(
+            "jsonl", "jsonl", "application/x-ndjson; charset=utf-8",
+            lambda rows, disputed, problems: _utf8(jsonl_chunks(rows)),
+            "one JSON object per labeled image, with the CSV's fields",
+        ),
+        ExportFormat(
+            "disputed", "csv", "text/csv; charset=utf-8",
+            lambda rows, disputed, problems: _utf8([disputed_csv(disputed)]),
+            "the images still disputed (DISPUTED.csv alone)",
+            report=True,
+        ),
+    )
+}
+
+
+def write_export(rows: list[dict], fmt: ExportFormat, out: Path,
+                 disputed: list[dict] | None = None) -> list[Problem]:
+    """Write an export to disk: one file (imagefolder as a .zip), or for imagefolder a folder
+    tree when OUT does not end in .zip. Returns the images left out and why (csv and jsonl
+    need no image files)."""
     _check_target(out)
-    problems: list[tuple[dict, str]] = []
+    problems: list[Problem] = []
+    disputed = disputed or []
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        with out.open("w", encoding="utf-8", newline="") as handle:
-            handle.writelines(csv_chunks(rows))
-    elif fmt == "jsonl":
-        with out.open("w", encoding="utf-8") as handle:
-            handle.writelines(jsonl_chunks(rows))
-    elif out.suffix.lower() == ".zip":
-        with out.open("wb") as handle:
-            for chunk in zip_chunks(rows, problems, disputed):
-                handle.write(chunk)
-    else:
-        _write_tree(rows, out, problems, disputed)
+    if fmt.write_folder is not None and out.suffix.lower() != f".{fmt.suffix}":
+        fmt.write_folder(rows, out, problems, disputed)
+        return problems
+    with out.open("wb") as handle:
+        for chunk in fmt.chunks(rows, disputed, problems):
+            handle.write(chunk)
     return problems

@@ -15,7 +15,7 @@ from . import exporter
 
 def duplicate_groups(db: Database) -> list[list[int]]:
     """Near-duplicate groups (image ids) found by the latest finished quality run."""
-    run = quality_store.latest_quality_run(db, done_only=True)
+    run = quality_store.latest_findings(db)
     if not run or not run["result"]:
         return []
     return [list(group) for group in run["result"].get("duplicates", {}).get("groups", [])]

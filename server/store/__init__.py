@@ -7,25 +7,23 @@ transaction, so concurrent annotators queue up on SQLite's lock instead of faili
 
 from __future__ import annotations
 
-from .connection import StoreError, connect, is_row_id, now_iso, write
+from .connection import (
+    Database,
+    DatabaseError,
+    StoreError,
+    connect,
+    is_row_id,
+    now_iso,
+    unwritable_reason,
+    write,
+)
 from .consensus import (
     FINAL,
     STATUSES,
     Rules,
-    adjudicate,
-    all_votes,
-    annotator_seconds,
-    consensus_labels,
     get_rules,
-    gold_answers,
-    image_votes,
     latest_annotator_model,
-    refresh_multivote,
-    request_review,
-    review_count,
-    review_queue,
     save_annotator_model,
-    set_gold,
     set_rules,
 )
 from .images import (
@@ -46,13 +44,26 @@ from .images import (
 from .labels import (
     AlreadyAnswered,
     add_vote,
+    adjudicate,
     disputed_images,
     labeled_images,
     last_answer,
+    refresh_multivote,
+    request_review,
     retract,
     state_of,
 )
 from .queue import images_left, next_images, release_leases
+from .review import (
+    all_votes,
+    annotator_seconds,
+    consensus_labels,
+    gold_answers,
+    image_votes,
+    review_count,
+    review_queue,
+    set_gold,
+)
 from .stats import annotator_stats, class_counts, count_today, status_counts
 from .users import ROLES, add_user, get_user, get_user_by_name, list_users, set_password
 
@@ -61,6 +72,8 @@ __all__ = [
     "ROLES",
     "STATUSES",
     "AlreadyAnswered",
+    "Database",
+    "DatabaseError",
     "Rules",
     "StoreError",
     "add_classes",
@@ -112,5 +125,6 @@ __all__ = [
     "start_import",
     "state_of",
     "status_counts",
+    "unwritable_reason",
     "write",
 ]

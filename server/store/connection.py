@@ -24,6 +24,21 @@ LOCK_POLL_SECONDS = 0.001
 WRITER_GAP_SECONDS = 0.002
 SQLITE_INT_MAX = 2**63 - 1
 
+# What a query raises when SQLite cannot carry it out (locked, read-only, disk full...). An
+# alias, not a subclass, so that it is the very exception sqlite3 raises and callers outside
+# the store can catch it without importing sqlite3. Only OperationalError: a broken constraint
+# (IntegrityError, also a sqlite3.DatabaseError) is a bug, not a database that cannot write.
+DatabaseError = sqlite3.OperationalError
+
+# DatabaseError messages that mean "cannot write now", not a bug in a query.
+_UNWRITABLE = {
+    "readonly": "the database file is read-only",
+    "disk is full": "the disk is full",
+    "database is locked": "the database is busy",
+    "disk i/o error": "the disk reported an error",
+    "unable to open database": "the database file cannot be opened",
+}
+
 
 class StoreError(Exception):
     """A request the data cannot satisfy (unknown id, duplicate name...): the message is
@@ -34,6 +49,13 @@ def is_row_id(value: int) -> bool:
     """Whether `value` can be a row id. Ids come from URLs and forms; sqlite3 raises
     OverflowError for integers past 64 bits instead of simply finding no row."""
     return 0 < value <= SQLITE_INT_MAX
+
+
+def unwritable_reason(exc: DatabaseError) -> str | None:
+    """Why the database cannot be written right now (read-only file, full disk, a lock held
+    past the busy timeout), in words for people; None when the error is a bug instead."""
+    text = str(exc).lower()
+    return next((why for key, why in _UNWRITABLE.items() if key in text), None)
 
 
 def now_iso() -> str:

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, abort, request
 from flask_login import current_user
 
 from .. import store
 from ..jobs.queue import maybe_auto_retrain
 from ..store.rounds import latest_prediction
+from . import htmx
 from .auth import login_required
-from .context import get_db, get_project
+from .context import get_db, get_project, get_tasks
 
 bp = Blueprint("annotate", __name__)
 
 # 1-9, then letters; s (skip), u (unsure) and z (undo) are taken.
 CLASS_KEYS = "123456789abcdefghijklmnopqrtvwxy"
 OWN_KEYS = set(CLASS_KEYS) | {"0"}
-MAX_SECONDS = 3600.0
 
 
 def keyed_classes(classes: list[dict]) -> list[dict]:
@@ -57,8 +57,7 @@ def _card(status: int = 200):
             if v["user_id"] != current_user.id and v["kind"] in ("label", "unsure")
             and not v["undone"]
         ]
-    template = "_card.html" if request.headers.get("HX-Request") == "true" else "label.html"
-    return render_template(template, **context), status
+    return htmx.fragment_or_page("_card.html", "label.html", **context), status
 
 
 @bp.get("/label")
@@ -67,33 +66,13 @@ def label():
     return _card()
 
 
-def _row_id(raw: str) -> int | None:
-    """A positive id typed as plain ASCII digits, else None. str.isdigit alone accepts
-    characters such as '²' that int() refuses."""
-    if not (raw.isascii() and raw.isdigit()):
-        return None
-    value = int(raw)
-    return value if store.is_row_id(value) else None
-
-
-def _seconds(raw: str | None) -> float | None:
-    """Time the person looked at the image, measured in the browser; ignored if absurd."""
-    try:
-        seconds = float(raw) / 1000.0 if raw else None
-    except ValueError:
-        return None
-    if seconds is None or not 0.0 <= seconds <= MAX_SECONDS:
-        return None
-    return round(seconds, 3)
-
-
 def _choice(raw: str) -> tuple[str, int | None]:
     """The posted answer as (kind, class id); a 400 for anything else."""
     if raw in ("skip", "unsure"):
         return raw, None
     if not (raw.isascii() and raw.isdigit()):
         abort(400, "Missing or malformed answer: expected a class id, 'skip' or 'unsure'.")
-    class_id = _row_id(raw)
+    class_id = htmx.row_id(raw)
     if class_id is None or store.class_by_id(get_db(), class_id) is None:
         abort(400, f"Unknown class id {raw[:20]}. Reload the page: the classes may have changed.")
     return "label", class_id
@@ -113,14 +92,14 @@ def answer(image_id: int):
             image_id,
             kind,
             class_id,
-            seconds=_seconds(request.form.get("elapsed_ms")),
+            seconds=htmx.elapsed_seconds(request.form.get("elapsed_ms")),
         )
     except store.AlreadyAnswered:
         pass  # the first answer stands; show what comes next
     except store.StoreError as exc:
         abort(404, f"{exc}. Nothing was saved.")
     else:
-        maybe_auto_retrain(get_project(), current_app.extensions["huey"], get_db())
+        maybe_auto_retrain(get_project(), get_tasks(), get_db())
     return _card()
 
 
@@ -129,7 +108,7 @@ def answer(image_id: int):
 def undo():
     """Take back one answer: the id posted is the answer the page offered to undo, so a
     repeated key press undoes it once, never the answer before it."""
-    annotation_id = _row_id(request.form.get("annotation_id", ""))
+    annotation_id = htmx.row_id(request.form.get("annotation_id"))
     if annotation_id is None:
         abort(400, "Nothing to undo.")
     try:

@@ -30,6 +30,7 @@ from htmx_flask import make_response
 
 from .. import store
 from ..passwords import hash_password, verify_password
+from . import htmx
 from .context import get_db
 
 bp = Blueprint("auth", __name__)
@@ -59,7 +60,7 @@ def unauthorized() -> Response:
     page; its form post was not recorded, and the page says so."""
     # The home page is where a first visit lands: no "expired" there, just the login form.
     target = url_for("auth.login", next=_return_path(), expired=1 if request.path != "/" else None)
-    if request.headers.get("HX-Request") == "true":
+    if htmx.is_htmx():
         return make_response("Your session expired: log in again.", 401, redirect=target)
     return redirect(target)
 
@@ -68,7 +69,7 @@ def _return_path() -> str | None:
     """Where to go after logging in: the page the person was on. An htmx request names its
     page in HX-Current-URL; its own URL is often a POST-only endpoint (/label/7), as is
     any other form post's, and a GET there after login would answer 405."""
-    if request.headers.get("HX-Request") == "true":
+    if htmx.is_htmx():
         page = urlsplit(request.headers.get("HX-Current-URL", ""))
         return _safe_next(page.path + (f"?{page.query}" if page.query else ""))
     if request.method == "GET":

@@ -4,14 +4,15 @@ page's message bar by static/app.js)."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from flask import Flask, current_app, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from .. import store
 from ..jobs.queue import JobNotQueued
+from . import htmx
 from .auth import login_manager
 
 MESSAGES = {
@@ -24,22 +25,9 @@ MESSAGES = {
 
 log = logging.getLogger("activelabel.web")
 
-# sqlite3.OperationalError messages that mean "cannot write now", not a bug in a query.
-UNWRITABLE = {
-    "readonly": "the database file is read-only",
-    "disk is full": "the disk is full",
-    "database is locked": "the database is busy",
-    "disk i/o error": "the disk reported an error",
-    "unable to open database": "the database file cannot be opened",
-}
-
-
-def _is_htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
-
 
 def _respond(status: int, message: str):
-    if _is_htmx():
+    if htmx.is_htmx():
         return message, status, {"Content-Type": "text/plain; charset=utf-8"}
     return render_template("error.html", status=status, message=message), status
 
@@ -50,7 +38,7 @@ def init_app(app: Flask) -> None:
         # An expired session has lost its CSRF token along with the login, and the CSRF
         # check runs first: send an htmx page to the login page instead of a message
         # saying "reload". Nothing was written either way.
-        if _is_htmx() and not current_user.is_authenticated:
+        if htmx.is_htmx() and not current_user.is_authenticated:
             return login_manager.unauthorized()
         return _respond(
             400,
@@ -58,13 +46,12 @@ def init_app(app: Flask) -> None:
             f"({exc.description}). Reload the page and try again; nothing was saved.",
         )
 
-    @app.errorhandler(sqlite3.OperationalError)
-    def database_error(exc: sqlite3.OperationalError):
+    @app.errorhandler(store.DatabaseError)
+    def database_error(exc: store.DatabaseError):
         """A database that cannot be written (read-only file, full disk, a lock held past
         the busy timeout): the transaction was rolled back, so say that the answer was not
         saved and that trying again later is the remedy. Anything else is a bug: 500."""
-        text = str(exc).lower()
-        reason = next((why for key, why in UNWRITABLE.items() if key in text), None)
+        reason = store.unwritable_reason(exc)
         if reason is None:
             log.exception("database error on %s %s", request.method, request.path)
             return _respond(500, "Something went wrong on the server; nothing was saved.")

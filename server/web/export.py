@@ -20,42 +20,28 @@ from .context import get_db, get_project
 
 bp = Blueprint("export", __name__)
 
-MIMETYPES = {
-    "disputed": "text/csv; charset=utf-8",
-    "imagefolder": "application/zip",
-    "csv": "text/csv; charset=utf-8",
-    "jsonl": "application/x-ndjson; charset=utf-8",
-}
-SUFFIXES = {"imagefolder": "zip", "csv": "csv", "jsonl": "jsonl", "disputed": "csv"}
-
 
 @bp.get("/export")
 @login_required("admin")
 def download():
     project = get_project()
-    requested = request.args.get("format", "imagefolder")
     try:
-        fmt = "disputed" if requested == "disputed" else exporter.parse_format(requested)
+        fmt = exporter.parse_format(request.args.get("format", "imagefolder"), reports=True)
         fractions = exporter.parse_split(request.args.get("split", "0.8,0.1,0.1"))
         seed = exporter.parse_seed(request.args.get("seed"), project.config.seed)
     except exporter.ExportError as exc:
         abort(400, f"Cannot export: {exc}.")
     disputed = store.disputed_images(get_db())
-    if fmt == "disputed":
-        chunks = iter([exporter.disputed_csv(disputed)])
-    else:
+    rows: list[dict] = []
+    if not fmt.report:  # a report is about the disputed images alone
         rows, _ = export_rows(get_db(), fractions, seed,
                               drop_duplicates=request.args.get("drop_duplicates") == "1")
-        chunks = {
-            "imagefolder": lambda r: exporter.zip_chunks(r, disputed=disputed),
-            "csv": exporter.csv_chunks,
-            "jsonl": exporter.jsonl_chunks,
-        }[fmt](rows)
+    chunks = fmt.chunks(rows, disputed, [])  # what the zip leaves out, it lists in MISSING.txt
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", project.config.name) or "export"
-    filename = f"{safe_name}-{stamp}.{SUFFIXES[fmt]}"
+    filename = f"{safe_name}-{stamp}.{fmt.suffix}"
     return Response(
         stream_with_context(chunks),
-        mimetype=MIMETYPES[fmt],
+        content_type=fmt.mimetype,  # whole, charset included: mimetype= would add another
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

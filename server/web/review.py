@@ -8,6 +8,7 @@ from flask_login import current_user
 
 from .. import store
 from ..store.rounds import latest_prediction
+from . import htmx
 from .annotate import keyed_classes
 from .auth import _safe_next, login_required
 from .context import get_db
@@ -40,8 +41,7 @@ def _card(image_id: int | None, status: int = 200):
         "left": store.review_count(db),
         "suggestion": latest_prediction(db, image_id) if image_id is not None else None,
     }
-    template = "_review_card.html" if request.headers.get("HX-Request") == "true" else "review.html"
-    return render_template(template, **context), status
+    return htmx.fragment_or_page("_review_card.html", "review.html", **context), status
 
 
 @bp.get("/")
@@ -61,11 +61,12 @@ def show(image_id: int):
 
 
 def _class_id(raw: str) -> int:
-    if not (raw.isascii() and raw.isdigit()) or not store.is_row_id(int(raw)):
+    class_id = htmx.row_id(raw)
+    if class_id is None:
         abort(400, "Missing or malformed answer: expected a class id.")
-    if store.class_by_id(get_db(), int(raw)) is None:
+    if store.class_by_id(get_db(), class_id) is None:
         abort(400, f"Unknown class id {raw[:20]}. Reload the page: the classes may have changed.")
-    return int(raw)
+    return class_id
 
 
 @bp.post("/<int:image_id>")
@@ -90,7 +91,7 @@ def send(image_id: int):
         store.request_review(get_db(), current_user.id, image_id)
     except store.StoreError as exc:
         abort(404, f"{exc}. Nothing was saved.")
-    if request.headers.get("HX-Request") == "true":
+    if htmx.is_htmx():
         return render_template("_sent_to_review.html", image_id=image_id)
     target = _safe_next(request.form.get("next"))
     return redirect(target or url_for("review.show", image_id=image_id))
