@@ -36,7 +36,9 @@ def round_robin(clusters: np.ndarray, scores: np.ndarray,
 
 
 @register("cluster_margin")
-def query_cluster_margin(probs, embeddings, k: int, rng: np.random.Generator) -> Ranking:
+def query_cluster_margin(
+    probs: np.ndarray | None, embeddings: np.ndarray | None, k: int, rng: np.random.Generator
+) -> Ranking:
     """Most uncertain (margin) 10x batch candidates, one per k-means cluster in turn."""
     probs = _require(probs)
     scores = uncertainty_scores("margin", probs)
@@ -57,7 +59,9 @@ def query_cluster_margin(probs, embeddings, k: int, rng: np.random.Generator) ->
 
 
 @register("diverse_margin")
-def query_diverse_margin(probs, embeddings, k: int, rng: np.random.Generator) -> Ranking:
+def query_diverse_margin(
+    probs: np.ndarray | None, embeddings: np.ndarray | None, k: int, rng: np.random.Generator
+) -> Ranking:
     """Margin's 10x batch most uncertain in k-means clusters, each cluster's most typical first."""
     # The image nearest its cluster's centre stands for the images around it, where
     # cluster_margin's most uncertain one is often an odd one out. On Fashion-MNIST

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
+# (pool positions to ask about first, best first; their scores, higher = more worth labeling)
 Ranking = tuple[np.ndarray, np.ndarray]
-Strategy = Callable[..., Ranking]
+
+
+class Strategy(Protocol):
+    """What every registered strategy is: `probs` is the (n, classes) predicted
+    probabilities of the pool (None before any model exists), `embeddings` its (n, d)
+    features (None when the strategy was given none), `k` how many to return, `rng` the only
+    source of randomness (seeded by the round), so a ranking can be reproduced."""
+
+    __name__: str
+
+    def __call__(self, probs: np.ndarray | None, embeddings: np.ndarray | None, k: int,
+                 rng: np.random.Generator) -> Ranking: ...
 
 _STRATEGIES: dict[str, Strategy] = {}
 
@@ -16,8 +30,15 @@ class UnknownStrategy(ValueError):
     """A strategy name nobody registered; the message lists the known ones."""
 
 
+SIGNATURE = ("probs", "embeddings", "k", "rng")
+
+
 def register(name: str) -> Callable[[Strategy], Strategy]:
     def decorator(fn: Strategy) -> Strategy:
+        params = tuple(inspect.signature(fn).parameters)
+        if params != SIGNATURE:
+            raise TypeError(f"strategy {name!r} takes {params}; every strategy takes"
+                            f" {SIGNATURE} (see Strategy)")
         if name in _STRATEGIES:
             raise ValueError(f"strategy {name!r} is already registered")
         if not (fn.__doc__ or "").strip():
@@ -46,8 +67,8 @@ def describe(name: str) -> str:
     return (get_strategy(name).__doc__ or "").strip().splitlines()[0]
 
 
-def rank_pool(strategy: Strategy, probs, embeddings, batch: int | None,
-              rng: np.random.Generator) -> Ranking:
+def rank_pool(strategy: Strategy, probs: np.ndarray | None, embeddings: np.ndarray | None,
+              batch: int | None, rng: np.random.Generator) -> Ranking:
     """A round's ranking of the whole pool. Annotators label about `batch` images before the
     next round (the project's retrain_every), so those come first, chosen by the strategy as
     a batch of that size; the rest follow in the strategy's whole-pool order. A batch-aware

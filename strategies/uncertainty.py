@@ -63,18 +63,24 @@ def uncertainty_scores(name: str, probs: np.ndarray) -> np.ndarray:
 
 
 @register("least_confidence")
-def query_least_confidence(probs, embeddings, k: int, rng: np.random.Generator) -> Ranking:
+def query_least_confidence(
+    probs: np.ndarray | None, embeddings: np.ndarray | None, k: int, rng: np.random.Generator
+) -> Ranking:
     """Images whose most likely class has the lowest probability (1 - max p)."""
     return top_k(uncertainty_scores("least_confidence", _require(probs)), k, rng)
 
 
 @register("margin")
-def query_margin(probs, embeddings, k: int, rng: np.random.Generator) -> Ranking:
+def query_margin(
+    probs: np.ndarray | None, embeddings: np.ndarray | None, k: int, rng: np.random.Generator
+) -> Ranking:
     """Images where the two most likely classes are closest (smallest p1 - p2)."""
     return top_k(uncertainty_scores("margin", _require(probs)), k, rng)
 
 
 @register("entropy")
-def query_entropy(probs, embeddings, k: int, rng: np.random.Generator) -> Ranking:
+def query_entropy(
+    probs: np.ndarray | None, embeddings: np.ndarray | None, k: int, rng: np.random.Generator
+) -> Ranking:
     """Images whose predicted class distribution has the highest entropy."""
     return top_k(uncertainty_scores("entropy", _require(probs)), k, rng)

@@ -347,7 +347,7 @@ def test_unknown_strategy_lists_the_known_ones():
         assert name in str(caught.value)
 
 
-def test_registering_needs_a_new_name_and_a_docstring():
+def test_registering_needs_a_new_name_a_docstring_and_the_contract_s_arguments():
     with pytest.raises(ValueError, match="already registered"):
         strategies.register("margin")(lambda probs, embeddings, k, rng: None)
 
@@ -357,6 +357,13 @@ def test_registering_needs_a_new_name_and_a_docstring():
     with pytest.raises(ValueError, match="docstring"):
         strategies.register("undocumented")(undocumented)
     assert "undocumented" not in strategies.names()
+
+    def by_old_names(scores, features, k, rng):
+        """A strategy that does not take the contract's arguments."""
+
+    with pytest.raises(TypeError, match="every strategy takes"):
+        strategies.register("by_old_names")(by_old_names)
+    assert "by_old_names" not in strategies.names()
 
 
 def test_cli_lists_strategies_with_descriptions(runner):
