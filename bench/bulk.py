@@ -48,15 +48,15 @@ from _fashion import NAMES, load, write_pngs  # noqa: E402
 from server import store  # noqa: E402
 from server.config import Project, ProjectConfig  # noqa: E402
 from server.jobs.clustering import run_clustering  # noqa: E402
-from server.jobs.round import learner_config, run_round  # noqa: E402
+from server.jobs.round import run_round
 from server.learner import Learner  # noqa: E402
+from server.learner.setup import learner_config  # noqa: E402
 from server.simulation.annotators import (  # noqa: E402
     ActionTally,
     judge_cluster_page,
     judge_verify_page,
 )
-from server.store import bulk, clusterings  # noqa: E402
-from server.store import rounds as round_store  # noqa: E402
+from server.store import cluster_pages, job_rows, verify_pages  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 PAGE = 48
@@ -109,7 +109,7 @@ class Bench:
         return done
 
     def retrain(self) -> None:
-        round_id = round_store.create_round(self.db, "margin", None)
+        round_id = job_rows.queue(self.db, "rounds", None, strategy="margin")[0]
         run_round(self.project, round_id, self.learner)
         self.since_round = 0
         self.rounds += 1
@@ -120,38 +120,38 @@ class Bench:
         return [i for i in toggled if self.rng.random() >= self.overlook]
 
     def cluster_page(self, clustering_id: int, budget: int, picked: dict) -> bool:
-        cluster = bulk.next_cluster(self.db, clustering_id, self.user)
+        cluster = cluster_pages.next_cluster(self.db, clustering_id, self.user)
         if cluster is None:
             return False
-        page = bulk.cluster_page(self.db, clustering_id, cluster, self.user,
-                                 min(PAGE, budget - self.tally.labels))
+        page = cluster_pages.cluster_page(self.db, clustering_id, cluster, self.user,
+                                          min(PAGE, budget - self.tally.labels))
         ids = [m["image_id"] for m in page["members"]]
         verdict = judge_cluster_page([self.truth[i] for i in ids])
         if verdict is None:
-            bulk.mark_mixed(self.db, self.user, clustering_id, cluster)
+            cluster_pages.mark_mixed(self.db, self.user, clustering_id, cluster)
             self.tally.mixed_cluster()
             return True
         name, odd = verdict
         toggled = self._missed(odd)
         pick = picked.get(cluster) != name
         picked[cluster] = name
-        result = bulk.confirm_cluster(self.db, self.user, clustering_id, cluster,
-                                      self.class_ids[name], ids, [ids[i] for i in toggled])
+        result = cluster_pages.confirm_cluster(self.db, self.user, clustering_id, cluster,
+                                               self.class_ids[name], ids, [ids[i] for i in toggled])
         self.tally.page(toggled, pick, result.labeled)
         self.since_round += result.labeled
         return True
 
     def verify_page(self, budget: int, last: list) -> bool:
-        class_id = bulk.surest_class(bulk.verify_counts(self.db, self.user, PAGE))
+        class_id = verify_pages.surest_class(verify_pages.verify_counts(self.db, self.user, PAGE))
         if class_id is None:
             return False
-        round_id, items = bulk.verify_page(self.db, self.user, class_id, "confident",
-                                           min(PAGE, budget - self.tally.labels))
+        round_id, items = verify_pages.verify_page(self.db, self.user, class_id, "confident",
+                                                   min(PAGE, budget - self.tally.labels))
         ids = [r["image_id"] for r in items]
         name = next(n for n, i in self.class_ids.items() if i == class_id)
         toggled = self._missed(judge_verify_page([self.truth[i] for i in ids], name))
-        result = bulk.accept_grid(self.db, self.user, round_id, class_id, ids,
-                                  [ids[i] for i in toggled])
+        result = verify_pages.accept_grid(self.db, self.user, round_id, class_id, ids,
+                                          [ids[i] for i in toggled])
         self.tally.page(toggled, last[0] != class_id, result.labeled)
         last[0] = class_id
         self.since_round += result.labeled
@@ -188,7 +188,7 @@ class Bench:
 
     def bootstrap(self, clusters_k: int | None, budget: int) -> dict:
         """Cluster the pool, then label cluster pages up to `budget` labels in all."""
-        clustering_id, _ = clusterings.queue_clustering(self.db, clusters_k, None)
+        clustering_id, _ = job_rows.queue(self.db, "clusterings", None, k=clusters_k)
         summary = run_clustering(self.project, clustering_id, self.learner, thumbnails=False)
         picked: dict = {}
         while self.tally.labels < budget:

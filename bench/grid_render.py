@@ -31,7 +31,7 @@ from server.dataset.imaging import copy_path  # noqa: E402
 from server.jobs.clustering import run_clustering  # noqa: E402
 from server.jobs.round import run_round  # noqa: E402
 from server.projects import add_user, init_project  # noqa: E402
-from server.store import bulk, clusterings  # noqa: E402
+from server.store import cluster_pages, clusterings, job_rows  # noqa: E402
 from server.store import rounds as round_store  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "grid-demo"
@@ -43,7 +43,7 @@ def build() -> Project:
     if (OUT / "project" / "activelabel.toml").exists():
         project = Project.open(OUT / "project")
         db = store.connect(project.db_path)
-        ready = round_store.last_done_round(db) is not None
+        ready = round_store.serving_round(db) is not None
         db.conn.close()
         if ready:
             return project
@@ -59,19 +59,19 @@ def build() -> Project:
                  for r in db.query("SELECT id, rel_path FROM images")}
         classes = {c["name"]: c["id"] for c in store.classes(db)}
         user = store.get_user_by_name(db, "bench")["id"]
-        clustering_id, _ = clusterings.queue_clustering(db, None, None)
+        clustering_id, _ = job_rows.queue(db, "clusterings", None, k=None)
         print("clustering the demo (embeds 1,797 images once)...", flush=True)
         run_clustering(project, clustering_id)
         for _ in range(10):
-            cluster = bulk.next_cluster(db, clustering_id, user)
+            cluster = cluster_pages.next_cluster(db, clustering_id, user)
             ids = [m["image_id"] for m in
-                   bulk.cluster_page(db, clustering_id, cluster, user)["members"]]
+                   cluster_pages.cluster_page(db, clustering_id, cluster, user)["members"]]
             labels = [truth[i] for i in ids]
             top = max(set(labels), key=labels.count)
-            bulk.confirm_cluster(db, user, clustering_id, cluster, classes[top], ids,
-                                 [i for i in ids if truth[i] != top])
+            cluster_pages.confirm_cluster(db, user, clustering_id, cluster, classes[top], ids,
+                                          [i for i in ids if truth[i] != top])
         store.release_leases(db, user)
-        round_id = round_store.create_round(db, "margin", None)
+        round_id = job_rows.queue(db, "rounds", None, strategy="margin")[0]
     finally:
         db.conn.close()
     print("one round...", flush=True)

@@ -170,7 +170,7 @@ def fill_embeddings(project: Project, size: int, dim: int = 1280, seed: int = 0)
     """Synthetic embeddings for every image, straight into the learner's cache."""
     import numpy as np
 
-    from server.jobs.round import make_learner
+    from server.learner.setup import make_learner
 
     cache = make_learner(project).cache()
     rng = np.random.default_rng(seed)

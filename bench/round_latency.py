@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server import store  # noqa: E402
 from server.config import Project, ProjectConfig  # noqa: E402
-from server.jobs.round import make_learner, run_round  # noqa: E402
-from server.store import rounds as round_store  # noqa: E402
+from server.jobs.round import run_round
+from server.learner.setup import make_learner  # noqa: E402
+from server.store import job_rows
 
 LABELED = 2000
 CLASSES = 10
@@ -75,14 +76,14 @@ def main() -> None:
             project = build(Path(tmp) / f"p{size}", size, args.strategy)
             setup = time.perf_counter() - started
             db = store.connect(project.db_path)
-            round_id = round_store.create_round(db, args.strategy, None)
+            round_id = job_rows.queue(db, "rounds", None, strategy=args.strategy)[0]
             learner = make_learner(project)
             learner.backbone()  # built once, as in a long-running worker
             started = time.perf_counter()
             summary = run_round(project, round_id, learner)
             seconds = time.perf_counter() - started
             first = store.next_images(db, 1, n=1) if store.get_user(db, 1) else None
-            pool = round_store.get_round(db, round_id)["pool_size"]
+            pool = job_rows.get(db, "rounds", round_id)["pool_size"]
             db.conn.close()
             ranked = summary["ranked_seconds"]
             results.append((size, ranked))

@@ -45,9 +45,9 @@ def create_app(project_dir: str | os.PathLike | None = None, test_config: dict |
 
     open_db(project).conn.close()  # applies pending migrations and the consensus rules once
 
-    from .jobs.queue import make_huey
+    from .jobs.queue import make_queue
 
-    app.extensions["huey"] = make_huey(project)  # enqueues rounds; the worker runs them
+    app.extensions["jobs"] = make_queue(project)  # enqueues jobs; the worker runs them
     Htmx(app)
     CSRFProtect(app)
 

@@ -23,7 +23,7 @@ from server.dataset.imaging import copy_path
 from server.jobs.clustering import PAGE, run_clustering
 from server.learner import clusters
 from server.projects import add_user, init_project
-from server.store import clusterings
+from server.store import clusterings, job_rows
 from server.store import rounds as round_store
 
 TESTS = Path(__file__).resolve().parent
@@ -63,7 +63,7 @@ def cluster_now(project: Project, k: int | None = None, real: bool = False) -> i
     """Run a clustering to the end, on pixels (or on the project's real backbone)."""
     db = store.connect(project.db_path)
     try:
-        clustering_id, _ = clusterings.queue_clustering(db, k, None)
+        clustering_id, _ = job_rows.queue(db, "clusterings", None, k=k)
     finally:
         db.conn.close()
     run_clustering(project, clustering_id, None if real else PixelLearner())
@@ -186,7 +186,7 @@ def test_the_clustering_job_groups_real_digits_on_real_embeddings(tmp_path, digi
     clustering_id = cluster_now(project, k=20, real=True)
     db = store.connect(project.db_path)
     try:
-        row = clusterings.get_clustering(db, clustering_id)
+        row = job_rows.get(db, "clusterings", clustering_id)
         assert row["status"] == "done" and row["clusters"] == 20 and row["method"] == "ward"
         assert row["pool_size"] == 160 and row["suggested_k"] >= 10 and row["progress"] == 1
         members = list(db.query("SELECT * FROM cluster_members WHERE clustering_id = ?",
@@ -207,21 +207,19 @@ def test_the_clustering_job_groups_real_digits_on_real_embeddings(tmp_path, digi
 
 
 def test_a_clustering_runs_once_and_fails_cleanly(site):
-    first, created = clusterings.queue_clustering(site.db, None, None)
-    again, created_again = clusterings.queue_clustering(site.db, 4, None)
+    first, created = job_rows.queue(site.db, "clusterings", None, k=None)
+    again, created_again = job_rows.queue(site.db, "clusterings", None, k=4)
     assert created and not created_again and again == first
     run_clustering(site.project, first, PixelLearner())
     with pytest.raises(store.StoreError, match="not queued"):
         run_clustering(site.project, first, PixelLearner())
-    with pytest.raises(store.StoreError, match="between 1 and 100,000"):
-        clusterings.queue_clustering(site.db, 0, None)
     # Everything labeled: nothing to cluster, the reason on the row, the old one serving.
     for image_id in site.truth:
         store.add_vote(site.db, site.user("bob"), image_id, "label", site.classes["0"])
-    failing, _ = clusterings.queue_clustering(site.db, None, None)
+    failing, _ = job_rows.queue(site.db, "clusterings", None, k=None)
     with pytest.raises(Exception, match="nothing to cluster"):
         run_clustering(site.project, failing, PixelLearner())
-    row = clusterings.get_clustering(site.db, failing)
+    row = job_rows.get(site.db, "clusterings", failing)
     assert row["status"] == "failed" and "fewer than two images" in row["error"]
     assert clusterings.current_clustering(site.db)["id"] == first
 
@@ -410,7 +408,7 @@ def test_the_admin_starts_a_clustering_and_its_status_polls_until_done(site):
     page = site.get("admin", "/bootstrap/", htmx=False).get_data(as_text=True)
     assert "No clustering yet" in page and 'name="k"' in page
     status = site.post("admin", "/bootstrap/run", {"k": "5"}).get_data(as_text=True)
-    row = clusterings.active_clustering(site.db)
+    row = job_rows.active(site.db, "clusterings")
     assert row["status"] == "queued" and row["k"] == 5
     assert f'hx-get="/bootstrap/status?watching={row["id"]}"' in status
     assert site.post("admin", "/bootstrap/run", {"k": "0"}).status_code == 400
@@ -431,8 +429,8 @@ def test_the_admin_starts_a_clustering_and_its_status_polls_until_done(site):
 
 def publish_predictions(site: Site, predicted: dict[int, tuple[str, float]]) -> int:
     """A finished round predicting {image id: (class name, confidence)}, through the store."""
-    round_id = round_store.create_round(site.db, "margin", None)
-    round_store.start_round(site.db, round_id)
+    round_id = job_rows.queue(site.db, "rounds", None, strategy="margin")[0]
+    job_rows.start(site.db, "rounds", round_id, "round")
     ids = np.array(sorted(predicted))
     round_store.publish_round(
         site.db, round_id, ids, np.array([site.classes[predicted[i][0]] for i in ids]),

@@ -23,10 +23,10 @@ from flask import g
 from sqlite_utils import Database
 
 from server import store
-from server.jobs.queue import enqueue_round, make_huey
+from server.jobs.queue import enqueue, make_queue
 from server.jobs.workers import start_worker_process, stop_processes
 from server.simulation.live_server import free_port
-from server.store import rounds as round_store
+from server.store import job_rows
 
 
 class Server:
@@ -261,34 +261,104 @@ def test_a_worker_killed_mid_round_leaves_a_failed_round_and_the_queue_serving(
     classes = {c["name"]: c["id"] for c in store.classes(db)}
     for image_id in range(1, 9):
         store.add_vote(db, users["ann"], image_id, "label", classes[str(image_id % 3)])
-    round_id = enqueue_round(project, make_huey(project), "margin", users["admin"])
+    round_id = enqueue(project, make_queue(project), "round", users["admin"], strategy="margin")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     worker = start_worker_process(project.root)
     try:
         deadline = time.monotonic() + 40
-        while round_store.get_round(db, round_id)["status"] == "queued":
+        while job_rows.get(db, "rounds", round_id)["status"] == "queued":
             if time.monotonic() > deadline:
                 pytest.skip("the worker did not start the round within 40 s on this machine")
             assert worker.poll() is None, "the worker stopped"
             time.sleep(0.05)
-        if round_store.get_round(db, round_id)["status"] != "running":
+        if job_rows.get(db, "rounds", round_id)["status"] != "running":
             pytest.skip("the round finished before it could be killed")
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=20)
-        assert round_store.get_round(db, round_id)["status"] == "running"  # orphaned
+        assert job_rows.get(db, "rounds", round_id)["status"] == "running"  # orphaned
 
         worker = start_worker_process(project.root)  # a restart fails the orphan at once
         deadline = time.monotonic() + 40
-        while round_store.get_round(db, round_id)["status"] == "running":
+        while job_rows.get(db, "rounds", round_id)["status"] == "running":
             assert time.monotonic() < deadline, "the restarted worker left the orphan running"
             time.sleep(0.1)
-        row = round_store.get_round(db, round_id)
+        row = job_rows.get(db, "rounds", round_id)
         assert row["status"] == "failed"
         assert "the worker stopped while running this round" in row["error"]
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert db.execute("SELECT count(*) FROM annotations").fetchone()[0] == 8
         # Annotators are still served from the queue.
         assert len(store.next_images(db, users["bob"], n=2)) == 2
+    finally:
+        stop_processes(worker)
+        db.conn.close()
+
+
+# --- a worker killed in the middle of a clustering or a quality run -----------------------
+
+# kind -> (its table, the admin's button, its form, the status fragment the page polls, noun)
+JOB_PAGES = {
+    "clustering": ("clusterings", "/bootstrap/run", {"k": "4"}, "/bootstrap/status",
+                   "clustering"),
+    "quality": ("quality_runs", "/admin/quality/run", {}, "/admin/quality/status",
+                "quality run"),
+}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux signals")
+@pytest.mark.parametrize("kind", sorted(JOB_PAGES))
+def test_a_worker_killed_mid_job_is_found_stale_and_the_page_says_why(
+    project, as_user, kind, monkeypatch
+):
+    """The same life as a round's: a killed worker's clustering or quality run stops
+    beating, the page that polls it fails it once it has been silent too long and says
+    why, and a restarted worker fails an orphan at once."""
+    from server.jobs.runner import STALE_SECONDS
+
+    table, button, form, status_url, noun = JOB_PAGES[kind]
+    client, token = as_user("admin")
+    response = client.post(button, data=form, headers=htmx_headers(token))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    db = store.connect(project.db_path)
+    job_id = job_rows.active(db, table)["id"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    worker = start_worker_process(project.root)
+    try:
+        deadline = time.monotonic() + 60
+        while job_rows.get(db, table, job_id)["status"] == "queued":
+            if time.monotonic() > deadline:
+                pytest.skip(f"the worker did not start the {noun} within 60 s here")
+            assert worker.poll() is None, "the worker stopped"
+            time.sleep(0.02)
+        if job_rows.get(db, table, job_id)["status"] != "running":
+            pytest.skip(f"the {noun} finished before it could be killed")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=20)
+        assert job_rows.get(db, table, job_id)["status"] == "running"  # orphaned
+
+        # Its last heartbeat is recent: the page still shows it running...
+        page = client.get(status_url, headers=htmx_headers(token)).get_data(as_text=True)
+        assert f"{noun.capitalize()} {job_id} is running" in page
+        # ...until it has been silent for STALE_SECONDS (its heartbeat aged here, not
+        # waited for): then the poll fails it, says why, and stops polling.
+        db.execute(f"UPDATE {table} SET heartbeat = ? WHERE id = ?",
+                   [time.time() - STALE_SECONDS - 1, job_id])
+        page = client.get(status_url, headers=htmx_headers(token)).get_data(as_text=True)
+        assert (f"{noun.capitalize()} {job_id} failed: the worker stopped while running this"
+                f" {noun} (killed or crashed)") in page
+        assert "hx-get" not in page
+        assert job_rows.get(db, table, job_id)["status"] == "failed"
+
+        # A second orphan is failed at once by a restarted worker (the only one on the
+        # project's own queue), as a round is.
+        orphan, _ = job_rows.queue(db, table, None)
+        job_rows.start(db, table, orphan, noun)
+        worker = start_worker_process(project.root)
+        deadline = time.monotonic() + 60
+        while job_rows.get(db, table, orphan)["status"] == "running":
+            assert time.monotonic() < deadline, "the restarted worker left the orphan running"
+            time.sleep(0.1)
+        assert "the worker stopped while running this" in job_rows.get(db, table, orphan)["error"]
     finally:
         stop_processes(worker)
         db.conn.close()

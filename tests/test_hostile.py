@@ -17,6 +17,7 @@ from werkzeug.datastructures import MultiDict
 from server import store
 from server.dataset.demo import digit_image
 from server.projects import import_images, init_project
+from server.store import job_rows
 from server.store import rounds as round_store
 
 SCRIPT = "<script>alert(1)</script>"
@@ -184,8 +185,8 @@ def test_markup_in_class_and_user_names_is_escaped_on_rounds_and_status_pages(ap
     hostile_class = "<img src=x onerror=alert(1)>"
     store.add_classes(db, [hostile_class])
     admin_id = store.get_user_by_name(db, "admin")["id"]
-    done, _ = round_store.queue_round(db, "margin", admin_id)
-    round_store.start_round(db, done)
+    done, _ = job_rows.queue(db, "rounds", admin_id, strategy="margin")
+    job_rows.start(db, "rounds", done, "round")
     ids = np.array([1, 2], dtype=np.int64)
     round_store.publish_round(
         db, done, ids, np.array([1, 1]), np.array([0.5, 0.6]), np.array([0.1, 0.2]),
@@ -193,9 +194,9 @@ def test_markup_in_class_and_user_names_is_escaped_on_rounds_and_status_pages(ap
         {"labels_used": 2, "accuracy": 0.5, "per_class": {hostile_class: 0.5, SCRIPT: 0.25},
          "message": f"trained on {SCRIPT}"},
     )
-    failed, _ = round_store.queue_round(db, "margin", admin_id)
-    round_store.start_round(db, failed)
-    round_store.fail_round(db, failed, f"no images left in class {SCRIPT}")
+    failed, _ = job_rows.queue(db, "rounds", admin_id, strategy="margin")
+    job_rows.start(db, "rounds", failed, "round")
+    job_rows.fail(db, "rounds", failed, f"no images left in class {SCRIPT}")
     admin, _ = as_user("admin")
     for path in ("/admin/rounds/", "/admin/rounds/status", "/admin/"):
         page = admin.get(path).get_data(as_text=True)

@@ -22,7 +22,7 @@ from server.app import create_app
 from server.cli.main import main
 from server.jobs.quality import run_quality
 from server.projects import add_user, init_project, open_db
-from server.store import quality as quality_store
+from server.store import job_rows
 
 COUNT = 160
 FLIPS = 12
@@ -55,7 +55,7 @@ def audited(tmp_path_factory, digits):
         if row["id"] in flipped:
             label = str((int(label) + rng.randint(1, 9)) % 10)
         store.add_vote(db, ann, row["id"], "label", classes[label])
-    run_id, _ = quality_store.queue_quality_run(db, None)
+    run_id, _ = job_rows.queue(db, "quality_runs", None)
     db.conn.close()
     result = run_quality(project, run_id)
     paths = {r["id"]: r["path"] for r in rows}

@@ -23,12 +23,15 @@ from server import store
 from server.app import create_app
 from server.cli.main import main
 from server.config import CONFIG_NAME, Project
-from server.jobs.queue import make_huey
-from server.jobs.round import _Heartbeat, make_learner, run_round
+from server.jobs.queue import make_queue
+from server.jobs.round import run_round
+from server.jobs.runner import ROUND, Heartbeat
 from server.jobs.workers import WORKER_NICENESS, start_worker_process, stop_processes
 from server.learner import Learner
+from server.learner.setup import make_learner
 from server.projects import add_user, init_project
 from server.simulation.live_server import free_port
+from server.store import job_rows
 from server.store import rounds as round_store
 
 # Small and in-process: rounds take a couple of seconds on a CPU.
@@ -79,10 +82,10 @@ class Data:
             "SELECT * FROM predictions WHERE round_id = ?", [round_id])}
 
     def round(self, round_id: int) -> dict:
-        return round_store.get_round(self.db, round_id)
+        return job_rows.get(self.db, "rounds", round_id)
 
     def new_round(self, strategy: str = "margin") -> int:
-        return round_store.create_round(self.db, strategy, self.user("admin"))
+        return job_rows.queue(self.db, "rounds", self.user("admin"), strategy=strategy)[0]
 
 
 def make_project(folder: Path, digits, count: int, **settings) -> Project:
@@ -225,14 +228,14 @@ def test_annotators_cannot_reach_the_round_controls(trained):
     response = client.post("/admin/rounds/", data={"strategy": "margin"},
                            headers=htmx_headers(token))
     assert response.status_code == 403
-    assert round_store.active_round(data.db) is None
+    assert job_rows.active(data.db, "rounds") is None
 
 
 def test_a_round_runs_once(small):
     # A second job for a round already running (two enqueues racing) must neither run it
     # again nor mark it failed: the first job is still working on it.
     round_id = small.new_round()
-    round_store.start_round(small.db, round_id)
+    job_rows.start(small.db, "rounds", round_id, "round")
     with pytest.raises(store.StoreError, match="is running, not queued"):
         run_round(small.project, round_id)
     assert small.round(round_id)["status"] == "running"
@@ -259,7 +262,7 @@ def test_a_failed_round_leaves_the_previous_ranking_serving(small):
     assert row["status"] == "failed"
     assert "only one class has labels" in row["error"]
     assert small.queue() == after_undo  # the first round's ranking still serves
-    assert round_store.active_round(small.db) is None
+    assert job_rows.active(small.db, "rounds") is None
     # bob is handed the first round's top-ranked images.
     by_rank = sorted(small.predictions(first).values(), key=lambda p: p["rank"])
     bob, _ = client_for(small.project, "bob")
@@ -358,7 +361,7 @@ def test_retrain_now_queues_one_round_and_the_status_polls_until_it_is_done(smal
                            headers=htmx_headers(token))
     assert response.status_code == 400
     assert "entropy" in response.get_data(as_text=True)  # the known ones are listed
-    assert round_store.active_round(small.db) is None
+    assert job_rows.active(small.db, "rounds") is None
 
     response = client.post("/admin/rounds/", data={"strategy": "entropy"},
                            headers=htmx_headers(token))
@@ -369,19 +372,19 @@ def test_retrain_now_queues_one_round_and_the_status_polls_until_it_is_done(smal
     again = client.post("/admin/rounds/", data={"strategy": "margin"},
                         headers=htmx_headers(token))
     assert f"Round {round_id} (entropy) is queued" in again.get_data(as_text=True)
-    assert [r["id"] for r in round_store.list_rounds(small.db)] == [round_id]
+    assert [r["id"] for r in job_rows.history(small.db, "rounds")] == [round_id]
     # The job waits in huey's SQLite queue inside the project folder, for the worker.
     assert (small.project.root / "jobs.db").is_file()
-    assert make_huey(small.project).pending_count() == 1
+    assert make_queue(small.project).huey.pending_count() == 1
 
     # A plain form post (no htmx) redirects to the history.
-    round_store.fail_round(small.db, round_id, "cancelled by the test")
+    job_rows.fail(small.db, "rounds", round_id, "cancelled by the test")
     response = client.post("/admin/rounds/", data={"strategy": "entropy",
                                                    "csrf_token": token})
     assert response.status_code == 302 and response.location.endswith("/admin/rounds/")
-    round_id = round_store.active_round(small.db)["id"]
+    round_id = job_rows.active(small.db, "rounds")["id"]
 
-    round_store.start_round(small.db, round_id)  # what the worker does first
+    job_rows.start(small.db, "rounds", round_id, "round")  # what the worker does first
     status = client.get("/admin/rounds/status").get_data(as_text=True)
     assert polling(status) and f"Round {round_id} (entropy) is running" in status
     small.db.execute("UPDATE rounds SET status = 'queued' WHERE id = ?", [round_id])
@@ -393,7 +396,7 @@ def test_retrain_now_queues_one_round_and_the_status_polls_until_it_is_done(smal
 
 def test_a_silent_running_round_is_shown_failed(small):
     round_id = small.new_round()
-    round_store.start_round(small.db, round_id)
+    job_rows.start(small.db, "rounds", round_id, "round")
     small.db.execute("UPDATE rounds SET heartbeat = ? WHERE id = ?",
                      [time.time() - 3600, round_id])
     client, _ = client_for(small.project, "admin")
@@ -405,9 +408,9 @@ def test_a_silent_running_round_is_shown_failed(small):
 
 def test_the_heartbeat_marks_a_running_round_alive(small):
     round_id = small.new_round()
-    round_store.start_round(small.db, round_id)
+    job_rows.start(small.db, "rounds", round_id, "round")
     small.db.execute("UPDATE rounds SET heartbeat = 0 WHERE id = ?", [round_id])
-    with _Heartbeat(small.project.db_path, round_id, every=0.05):
+    with Heartbeat(small.project.db_path, ROUND, round_id, every=0.05):
         deadline = time.monotonic() + 10
         while small.round(round_id)["heartbeat"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -427,15 +430,15 @@ def test_retraining_starts_by_itself_after_every_n_labels(small):
     answer(str(small.classes["4"]))
     answer("skip")  # skips and unsure answers are not labels
     answer(str(small.classes["5"]))
-    assert round_store.list_rounds(small.db) == []
+    assert job_rows.history(small.db, "rounds") == []
     answer(str(small.classes["4"]))  # the third label
-    [row] = round_store.list_rounds(small.db)
+    [row] = job_rows.history(small.db, "rounds")
     assert row["status"] == "queued" and row["strategy"] == "least_confidence"
     assert row["requested_by"] is None
-    assert make_huey(project).pending_count() == 1
+    assert make_queue(project).huey.pending_count() == 1
     for _ in range(3):  # more labels while it waits queue nothing more
         answer(str(small.classes["6"]))
-    assert len(round_store.list_rounds(small.db)) == 1
+    assert len(job_rows.history(small.db, "rounds")) == 1
 
 
 def test_an_unreachable_task_queue_is_a_clear_error_and_loses_no_vote(small, runner):
@@ -450,7 +453,7 @@ def test_an_unreachable_task_queue_is_a_clear_error_and_loses_no_vote(small, run
     assert response.status_code == 503
     text = response.get_data(as_text=True)
     assert text.startswith("The job was not started: could not queue the job:"), text
-    [row] = round_store.list_rounds(small.db)
+    [row] = job_rows.history(small.db, "rounds")
     assert row["status"] == "failed" and "could not queue the job" in row["error"]
     assert "could not queue the job" in admin.get("/admin/rounds/status").get_data(as_text=True)
 
@@ -461,7 +464,7 @@ def test_an_unreachable_task_queue_is_a_clear_error_and_loses_no_vote(small, run
     assert response.status_code == 200  # the vote is saved; the failed round is the admin's
     assert small.db.execute("SELECT count(*) FROM annotations WHERE image_id = ?",
                             [image]).fetchone()[0] == 1
-    assert len(round_store.list_rounds(small.db)) == 2
+    assert len(job_rows.history(small.db, "rounds")) == 2
 
     result = runner.invoke(main, ["retrain", str(project.root), "--no-wait"])
     assert result.exit_code == 1
@@ -481,7 +484,7 @@ def test_cli_retrain_runs_a_round_and_reports_unreadable_images(small, runner):
 
     result = runner.invoke(main, ["retrain", str(project.root), "--strategy", "least_confidence"])
     assert result.exit_code == 0, result.output
-    round_id = round_store.list_rounds(small.db)[0]["id"]
+    round_id = job_rows.history(small.db, "rounds")[0]["id"]
     assert f"Round {round_id} done with least_confidence (head mode)" in result.output
     assert f"labels used: {len(labeled)}" in result.output
     assert "estimated accuracy (cross-validated): " in result.output
@@ -497,9 +500,9 @@ def test_cli_retrain_runs_a_round_and_reports_unreadable_images(small, runner):
 
     result = runner.invoke(main, ["retrain", str(project.root), "--no-wait"])
     assert result.exit_code == 0, result.output
-    queued = round_store.active_round(small.db)
+    queued = job_rows.active(small.db, "rounds")
     assert f"Round {queued['id']} queued (diverse_margin)" in result.output  # the default
-    assert queued["status"] == "queued" and make_huey(project).pending_count() == 1
+    assert queued["status"] == "queued" and make_queue(project).huey.pending_count() == 1
     result = runner.invoke(main, ["retrain", str(project.root)])
     assert result.exit_code == 1 and "already queued or running" in result.output
 
@@ -509,7 +512,7 @@ def test_cli_retrain_explains_a_round_that_cannot_train(small, runner):
     result = runner.invoke(main, ["retrain", str(small.project.root)])
     assert result.exit_code == 1
     assert "failed: a model needs labels in at least two classes" in result.output
-    assert round_store.list_rounds(small.db)[0]["status"] == "failed"
+    assert job_rows.history(small.db, "rounds")[0]["status"] == "failed"
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -518,7 +521,7 @@ def test_the_worker_process_runs_rounds_queued_in_the_browser(small, monkeypatch
     small.label_per_class("ann", 2, classes=["0", "1", "2"])
     # A worker was killed in the middle of a round: it is still marked running.
     orphan = small.new_round()
-    round_store.start_round(small.db, orphan)
+    job_rows.start(small.db, "rounds", orphan, "round")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a lean worker beside the tests
     # What `activelabel serve` starts: `python -m server worker PROJECT`.
     worker = start_worker_process(small.project.root)
@@ -597,7 +600,7 @@ def test_rounds_go_through_redis_when_configured(small, tmp_path):
         small.label_per_class("ann", 2, classes=["0", "1", "2"])
         client, token = client_for(project, "admin")
         round_id = queue_round_in_the_browser(client, token, "diverse_margin")
-        assert make_huey(project).pending_count() == 1  # waiting in Redis...
+        assert make_queue(project).huey.pending_count() == 1  # waiting in Redis...
         assert connection.dbsize() > 0
         if (project.root / "jobs.db").exists():  # ...and not in the SQLite queue
             assert SqliteHuey("x", filename=str(project.root / "jobs.db")).pending_count() == 0
@@ -605,6 +608,6 @@ def test_rounds_go_through_redis_when_configured(small, tmp_path):
         status = status_when_done(client, worker)
         assert f"Round {round_id} finished: 6 labels" in status, status
         assert len(small.predictions(round_id)) == 34
-        assert make_huey(project).pending_count() == 0
+        assert make_queue(project).huey.pending_count() == 0
     finally:
         stop_processes(worker, server)

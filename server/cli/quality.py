@@ -24,13 +24,14 @@ def audit(project: str, out: str | None, target: float | None) -> None:
     find near-duplicate groups, and fit the sample-size curve. Same as the quality page's
     button, run in this process; the page shows the findings too."""
     from ..jobs import quality as checks
+    from ..jobs.runner import QUALITY
     from ..projects import open_db
-    from ..store import quality as quality_store
+    from ..store import job_rows
 
     opened = Project.open(project)
     db = open_db(opened)
     try:
-        run_id, created = quality_store.queue_quality_run(db, None)
+        run_id, created = job_rows.queue(db, QUALITY.table, None)
         if not created:
             raise click.ClickException(f"quality run {run_id} is already queued or running")
     finally:

@@ -1,12 +1,11 @@
 """The cluster bootstrap's job: embed the images that still need votes (with the learner and
-its cache, as a round does), cluster them (`server.clusters`), store every image's cluster
+its cache, as a round does), cluster them (`learner.clusters`), store every image's cluster
 and position, and render the thumbnails of each cluster's first page so the grids open
 fast. No Flask here: the worker (huey), the CLI and the benches call `run_clustering`."""
 
 from __future__ import annotations
 
 import time
-import traceback
 
 import numpy as np
 
@@ -14,89 +13,61 @@ from .. import store
 from ..config import Project
 from ..dataset.imaging import ImageRejected, cached_copy
 from ..learner import Learner, LearnerError, clusters
-from ..store import clusterings
+from ..learner.setup import make_learner
+from ..store import clusterings, job_rows
 from ..store import rounds as round_store
-from .round import _Heartbeat, make_learner
+from .runner import CLUSTERING, Progress, run_job
 
 PAGE = 48  # thumbnails in one grid
 STAGES = {"embed": (0.0, 0.7), "cluster": (0.7, 0.95), "thumbs": (0.95, 1.0)}
 
 
-class _Reporter:
-    def __init__(self, db, clustering_id: int):
-        self.db, self.clustering_id, self.last = db, clustering_id, 0.0
-
-    def stage(self, name: str):
-        low, high = STAGES[name]
-
-        def report(fraction: float, message: str) -> None:
-            now = time.monotonic()
-            if now - self.last < 0.25 and fraction < 1.0:
-                return
-            self.last = now
-            clusterings.report_clustering(self.db, self.clustering_id,
-                                   low + (high - low) * fraction, message)
-
-        return report
+def run(project: Project, job_id: int) -> dict:
+    return run_clustering(project, job_id)
 
 
 def run_clustering(project: Project, clustering_id: int, learner: Learner | None = None,
                    thumbnails: bool = True) -> dict:
     """Run a queued clustering. On failure it is marked failed with the reason (the previous
     clustering keeps serving) and the error is re-raised for the caller's log."""
-    from ..projects import open_db
-
-    db = open_db(project)
-    try:
-        clusterings.start_clustering(db, clustering_id)
-        with _Heartbeat(project.db_path, clustering_id, beat=clusterings.clustering_heartbeat):
-            return _run_started(db, project, clustering_id, learner, thumbnails)
-    finally:
-        db.conn.close()
+    return run_job(project, CLUSTERING, clustering_id, STAGES,
+                   lambda db, progress: _cluster(db, project, clustering_id, progress, learner,
+                                                 thumbnails))
 
 
-def _run_started(db, project: Project, clustering_id: int, learner: Learner | None,
-                 thumbnails: bool) -> dict:
+def _cluster(db, project: Project, clustering_id: int, progress: Progress,
+             learner: Learner | None, thumbnails: bool) -> dict:
     started = time.monotonic()
-    reporter = _Reporter(db, clustering_id)
-    try:
-        row = clusterings.get_clustering(db, clustering_id)
-        pool = round_store.pool(db)
-        if len(pool) < 2:
-            raise LearnerError("fewer than two images need votes: nothing to cluster")
-        learner = learner or make_learner(project)
-        failed = set(learner.embed([r["id"] for r in pool], [r["path"] for r in pool],
-                                   reporter.stage("embed")))
-        pool = [r for r in pool if r["id"] not in failed]
-        if len(pool) < 2:
-            raise LearnerError("fewer than two readable images need votes: nothing to cluster")
-        ids = np.array([r["id"] for r in pool], dtype=np.int64)
-        classes = len(store.classes(db))
-        report = reporter.stage("cluster")
-        report(0.0, f"preparing {len(ids)} embeddings")
-        points = clusters.prepare(learner.embeddings(ids, np.float16), project.config.seed)
-        method = "Ward" if len(ids) <= clusters.WARD_LIMIT else "MiniBatchKMeans"
-        report(0.3, f"clustering {len(ids)} images ({method})")
-        found = clusters.cluster(points, row["k"], classes, project.config.seed)
-        summary = {
-            "clusters": found.k, "suggested_k": found.suggested_k,
-            "silhouettes": {str(k): round(v, 4) for k, v in found.silhouettes.items()},
-            "method": found.method, "seconds": round(time.monotonic() - started, 2),
-        }
-        if failed:
-            summary["message"] = f"done; {len(failed)} images could not be read and were left out"
-        if thumbnails:
-            _render_first_pages(project, pool, found, reporter.stage("thumbs"))
-        summary["seconds"] = round(time.monotonic() - started, 2)
-        clusterings.publish_clustering(db, clustering_id, ids, found.labels, found.positions,
-                                found.distances, summary)
-    except Exception as exc:
-        expected = isinstance(exc, (LearnerError, store.StoreError, ValueError))
-        clusterings.fail_clustering(db, clustering_id, str(exc) if expected
-                             else f"{type(exc).__name__}: {exc}")
-        if not expected:
-            traceback.print_exc()
-        raise
+    row = job_rows.get(db, CLUSTERING.table, clustering_id)
+    pool = round_store.pool(db)
+    if len(pool) < 2:
+        raise LearnerError("fewer than two images need votes: nothing to cluster")
+    learner = learner or make_learner(project)
+    failed = set(learner.embed([r["id"] for r in pool], [r["path"] for r in pool],
+                               progress.stage("embed")))
+    pool = [r for r in pool if r["id"] not in failed]
+    if len(pool) < 2:
+        raise LearnerError("fewer than two readable images need votes: nothing to cluster")
+    ids = np.array([r["id"] for r in pool], dtype=np.int64)
+    classes = len(store.classes(db))
+    report = progress.stage("cluster")
+    report(0.0, f"preparing {len(ids)} embeddings")
+    points = clusters.prepare(learner.embeddings(ids, np.float16), project.config.seed)
+    method = "Ward" if len(ids) <= clusters.WARD_LIMIT else "MiniBatchKMeans"
+    report(0.3, f"clustering {len(ids)} images ({method})")
+    found = clusters.cluster(points, row["k"], classes, project.config.seed)
+    summary = {
+        "clusters": found.k, "suggested_k": found.suggested_k,
+        "silhouettes": {str(k): round(v, 4) for k, v in found.silhouettes.items()},
+        "method": found.method, "seconds": round(time.monotonic() - started, 2),
+    }
+    if failed:
+        summary["message"] = f"done; {len(failed)} images could not be read and were left out"
+    if thumbnails:
+        _render_first_pages(project, pool, found, progress.stage("thumbs"))
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    clusterings.publish_clustering(db, clustering_id, ids, found.labels, found.positions,
+                                   found.distances, summary)
     return summary
 
 

@@ -1,55 +1,26 @@
 """The quality run: suspected mislabels, near-duplicate groups, the sample-size curve and
 class balance, from the store's images and consensus labels through `server.quality`.
-Runs as a job (the worker), or in the shell (`activelabel audit`). No Flask here."""
+Runs as a job (the worker), or in the shell (`activelabel audit`); its life around the
+checks is runner.py's. No Flask here."""
 
 from __future__ import annotations
 
 import csv
 import io
-import time
-import traceback
 from fractions import Fraction
 
 import numpy as np
 
 from .. import store
 from ..config import Project
-from ..learner import LearnerError
+from ..learner.setup import make_learner
 from ..store import quality as quality_store
+from ..store.images import all_images, image_paths
+from .runner import QUALITY, Progress, run_job
 
 MIN_LABELS = 20  # fewer consensus labels than this: no mislabel ranking or curve
-
-
-class _Progress:
-    """Maps each stage's own 0..1 into the run's overall progress, a few writes a second."""
-
-    STAGES = {"embed": (0.0, 0.35), "mislabels": (0.35, 0.55), "duplicates": (0.55, 0.9),
-              "curve": (0.9, 1.0)}
-
-    def __init__(self, db, run_id: int):
-        self.db, self.run_id, self.last = db, run_id, 0.0
-
-    def stage(self, name: str):
-        low, high = self.STAGES[name]
-
-        def report(fraction: float, message: str = "") -> None:
-            now = time.monotonic()
-            if now - self.last < 0.25 and fraction < 1.0:
-                return
-            self.last = now
-            quality_store.report_quality_progress(
-                self.db, self.run_id, low + (high - low) * fraction, message or name)
-
-        return report
-
-
-def _labeled(db) -> tuple[list[dict], list[dict]]:
-    """(consensus-labeled images with their class, every image) as rows."""
-    from ..store import rounds as round_store
-
-    labeled = round_store.training_set(db)
-    everything = list(db.query("SELECT id, path, sha256 FROM images ORDER BY id"))
-    return labeled, everything
+STAGES = {"embed": (0.0, 0.35), "mislabels": (0.35, 0.55), "duplicates": (0.55, 0.9),
+          "curve": (0.9, 1.0)}
 
 
 def suspects(db, learner, labeled: list[dict], progress=None) -> dict:
@@ -138,45 +109,40 @@ def balance(db, split=(Fraction(8, 10), Fraction(1, 10), Fraction(1, 10))):
     return check_balance(counts, split)
 
 
+def run(project: Project, job_id: int) -> dict:
+    return run_quality(project, job_id)
+
+
 def run_quality(project: Project, run_id: int, learner=None) -> dict:
     """Run a queued quality run to the end; on failure the run says why and the previous
     findings stay on the page."""
-    from ..projects import open_db
-    from .round import make_learner
+    return run_job(project, QUALITY, run_id, STAGES,
+                   lambda db, progress: _check(db, project, run_id, progress, learner))
 
-    db = open_db(project)
-    try:
-        quality_store.start_quality_run(db, run_id)
-        try:
-            progress = _Progress(db, run_id)
-            learner = learner or make_learner(project)
-            labeled, everything = _labeled(db)
-            failed = set(learner.embed([r["id"] for r in everything],
-                                       [r["path"] for r in everything], progress.stage("embed")))
-            labeled = [r for r in labeled if r["id"] not in failed]
-            result = {
-                "suspects": suspects(db, learner, labeled, progress.stage("mislabels")),
-                "duplicates": duplicates(everything, learner, progress.stage("duplicates")),
-                "curve": curve(learner, labeled, progress.stage("curve")),
-            }
-            quality_store.finish_quality_run(db, run_id, result)
-            return result
-        except Exception as exc:
-            expected = isinstance(exc, (LearnerError, store.StoreError))
-            quality_store.fail_quality_run(db, run_id, str(exc) if expected
-                                           else f"{type(exc).__name__}: {exc}")
-            if not expected:
-                traceback.print_exc()
-            raise
-    finally:
-        db.conn.close()
+
+def _check(db, project: Project, run_id: int, progress: Progress, learner) -> dict:
+    from ..store import rounds as round_store
+
+    learner = learner or make_learner(project)
+    labeled = round_store.training_set(db)
+    everything = all_images(db)
+    failed = set(learner.embed([r["id"] for r in everything],
+                               [r["path"] for r in everything], progress.stage("embed")))
+    labeled = [r for r in labeled if r["id"] not in failed]
+    result = {
+        "suspects": suspects(db, learner, labeled, progress.stage("mislabels")),
+        "duplicates": duplicates(everything, learner, progress.stage("duplicates")),
+        "curve": curve(learner, labeled, progress.stage("curve")),
+    }
+    quality_store.publish_findings(db, run_id, result)
+    return result
 
 
 def suspects_csv(db, result: dict) -> str:
     """The suspects as CSV: rank, image id, path, given and suggested class, score, votes,
     cleanlab's flag."""
     names = {c["id"]: c["name"] for c in store.classes(db)}
-    paths = dict(db.execute("SELECT id, path FROM images").fetchall())
+    paths = image_paths(db)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["rank", "image_id", "path", "given", "suggested", "score", "flagged"])

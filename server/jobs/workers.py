@@ -1,4 +1,5 @@
-"""Starting the round worker beside the web server, and stopping both together."""
+"""The worker process: started beside the web server (and stopped with it), and what it
+runs, `run_worker`."""
 
 from __future__ import annotations
 
@@ -59,3 +60,30 @@ def stop_on_sigterm() -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def run_worker(project, workers: int = 1) -> None:
+    """Run the project's queued jobs (rounds, clusterings, quality runs) until stopped
+    (Ctrl-C or SIGTERM)."""
+    import logging
+
+    from huey.consumer import Consumer
+
+    from ..projects import open_db
+    from .queue import make_queue
+    from .runner import KINDS, STALE_SECONDS, fail_stale
+
+    db = open_db(project)
+    try:
+        # A job left 'running' by a killed worker will never finish: say so. With the
+        # project's own SQLite queue this is the only worker, so any running job is orphaned;
+        # with Redis other machines may be working, so only silent jobs count.
+        for kind in KINDS.values():
+            fail_stale(db, kind, STALE_SECONDS if project.config.redis_url else 0)
+    finally:
+        db.conn.close()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # Poll at least once a second (huey's default backs off to 10 s when idle): a job asked
+    # for in the browser should start at once, and a poll of SQLite costs nothing.
+    Consumer(make_queue(project).huey, workers=workers, worker_type="thread",
+             max_delay=1.0).run()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import store
 from ..config import Project
+from ..store.images import all_images
 from .live_server import SimulationError
 
 TEST_SHARE = 0.3
@@ -108,10 +109,7 @@ class _Matcher:
 def source_images(project: Project) -> list[dict]:
     db = store.connect(project.db_path, migrate=False)
     try:
-        return list(db.query(
-            "SELECT id, sha256, path, rel_path, width, height, format, mode, bytes"
-            " FROM images ORDER BY id"
-        ))
+        return all_images(db)
     finally:
         db.conn.close()
 

@@ -209,3 +209,16 @@ def get_image(db: Database, image_id: int) -> dict | None:
 
 def image_count(db: Database) -> int:
     return db.execute("SELECT count(*) FROM images").fetchone()[0]
+
+
+def all_images(db: Database) -> list[dict]:
+    """Every image's file and what the import found out about it, in id order."""
+    return list(db.query(
+        "SELECT id, sha256, path, rel_path, width, height, format, mode, bytes"
+        " FROM images ORDER BY id"
+    ))
+
+
+def image_paths(db: Database) -> dict[int, str]:
+    """image id -> the file's path."""
+    return dict(db.execute("SELECT id, path FROM images").fetchall())

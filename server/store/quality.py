@@ -1,5 +1,5 @@
-"""Quality runs (a job's progress and findings) and the admin's keep/drop decisions on
-near-duplicate groups."""
+"""Quality runs' findings and the admin's keep/drop decisions on near-duplicate groups. A run's
+job row lives as every job's does (job_rows.py)."""
 
 from __future__ import annotations
 
@@ -11,33 +11,12 @@ from . import job_rows
 from .connection import StoreError, is_row_id, now_iso, write
 
 
-def queue_quality_run(db: Database, requested_by: int | None) -> tuple[int, bool]:
-    """A new queued run, or the one already queued or running: (id, created)."""
+def publish_findings(db: Database, run_id: int, result: dict, message: str = "done") -> None:
+    """Store a quality run's findings and mark it done, unless it stopped running meanwhile
+    (failed as stale): then its findings are dropped, as a round's ranking would be."""
     with write(db):
-        row = db.execute(
-            "SELECT id FROM quality_runs WHERE status IN ('queued', 'running') ORDER BY id"
-            " LIMIT 1"
-        ).fetchone()
-        if row is not None:
-            return row[0], False
-        cursor = db.execute(
-            "INSERT INTO quality_runs (status, requested_by, created_at, progress)"
-            " VALUES ('queued', ?, ?, 0)",
-            [requested_by, now_iso()],
-        )
-    return cursor.lastrowid, True
-
-
-def start_quality_run(db: Database, run_id: int) -> None:
-    job_rows.start(db, "quality_runs", run_id, "quality run")
-
-
-def report_quality_progress(db: Database, run_id: int, fraction: float, message: str) -> None:
-    job_rows.report(db, "quality_runs", run_id, fraction, message)
-
-
-def finish_quality_run(db: Database, run_id: int, result: dict, message: str = "done") -> None:
-    with write(db):
+        if not job_rows.is_running(db, "quality_runs", run_id):
+            raise StoreError(f"quality run {run_id} is not running; its findings are dropped")
         db.execute(
             "UPDATE quality_runs SET status = 'done', finished_at = ?, progress = 1,"
             " message = ?, result = ? WHERE id = ?",
@@ -45,31 +24,11 @@ def finish_quality_run(db: Database, run_id: int, result: dict, message: str = "
         )
 
 
-def fail_quality_run(db: Database, run_id: int, error: str) -> None:
-    job_rows.fail(db, "quality_runs", run_id, error)
-
-
-def fail_stale_quality_runs(db: Database, older_than: float) -> int:
-    """Runs left 'running' by a worker that died (no heartbeat for `older_than` seconds)."""
-    return len(job_rows.fail_stale(db, "quality_runs", older_than,
-                                   "the worker stopped during this run"))
-
-
-def get_quality_run(db: Database, run_id: int) -> dict | None:
-    if not is_row_id(run_id):
-        return None
-    rows = list(db.query("SELECT * FROM quality_runs WHERE id = ?", [run_id]))
-    return _decoded(rows[0]) if rows else None
-
-
-def latest_quality_run(db: Database, done_only: bool = False) -> dict | None:
-    where = "WHERE status = 'done'" if done_only else ""
-    rows = list(db.query(f"SELECT * FROM quality_runs {where} ORDER BY id DESC LIMIT 1"))
-    return _decoded(rows[0]) if rows else None
-
-
-def _decoded(row: dict) -> dict:
-    row["result"] = json.loads(row["result"]) if row.get("result") else None
+def latest_findings(db: Database) -> dict | None:
+    """The latest finished quality run, its findings (`result`) decoded."""
+    row = job_rows.latest(db, "quality_runs", status="done")
+    if row is not None:
+        row["result"] = json.loads(row["result"]) if row.get("result") else None
     return row
 
 

@@ -1,5 +1,6 @@
-"""Training rounds: the job rows, what a round trains on and ranks, and publishing its
-ranking to the queue in one transaction."""
+"""Training rounds: what a round trains on and ranks, publishing its ranking to the queue in
+one transaction, and the predictions it leaves. Its job row lives as every job's does
+(job_rows.py)."""
 
 from __future__ import annotations
 
@@ -15,77 +16,13 @@ from .connection import StoreError, now_iso, pause_for_writers, read, write
 UNRANKED = 1e9
 KEY_SCALE = float(2**56)
 
-ACTIVE = ("queued", "running")
-
-
 def unranked_priority(shuffle_key: int) -> float:
     return UNRANKED + shuffle_key / KEY_SCALE
 
 
-def create_round(db: Database, strategy: str, requested_by: int | None) -> int:
-    """Queue a round, unless one is already queued or running: then that one's id."""
-    return queue_round(db, strategy, requested_by)[0]
-
-
-def queue_round(db: Database, strategy: str, requested_by: int | None) -> tuple[int, bool]:
-    """(round id, whether it is new): a round already queued or running is returned
-    instead of a second one, so two clicks on 'Retrain now' queue one job."""
-    with write(db):
-        active = active_round(db)
-        if active:
-            return active["id"], False
-        cursor = db.execute(
-            "INSERT INTO rounds (status, strategy, requested_by, created_at, progress, message)"
-            " VALUES ('queued', ?, ?, ?, 0, 'waiting for the worker')",
-            [strategy, requested_by, now_iso()],
-        )
-    return cursor.lastrowid, True
-
-
-def active_round(db: Database) -> dict | None:
-    rows = list(db.query(
-        "SELECT * FROM rounds WHERE status IN ('queued', 'running') ORDER BY id LIMIT 1"
-    ))
-    return rows[0] if rows else None
-
-
-def get_round(db: Database, round_id: int) -> dict | None:
-    rows = list(db.query("SELECT * FROM rounds WHERE id = ?", [round_id]))
-    return rows[0] if rows else None
-
-
-def list_rounds(db: Database, limit: int = 50) -> list[dict]:
-    return list(db.query("SELECT * FROM rounds ORDER BY id DESC LIMIT ?", [limit]))
-
-
-def last_done_round(db: Database) -> dict | None:
-    rows = list(db.query("SELECT * FROM rounds WHERE status = 'done' ORDER BY id DESC LIMIT 1"))
-    return rows[0] if rows else None
-
-
-def start_round(db: Database, round_id: int) -> None:
-    job_rows.start(db, "rounds", round_id, "round")
-
-
-def report_progress(db: Database, round_id: int, progress: float, message: str) -> None:
-    job_rows.report(db, "rounds", round_id, progress, message)
-
-
-def heartbeat(db: Database, round_id: int) -> None:
-    """The round's worker is alive (between progress reports)."""
-    job_rows.heartbeat(db, "rounds", round_id)
-
-
-def fail_round(db: Database, round_id: int, error: str) -> None:
-    """Mark a round failed. The queue is untouched: the previous ranking keeps serving."""
-    job_rows.fail(db, "rounds", round_id, error)
-
-
-def fail_stale_rounds(db: Database, stale_seconds: float) -> list[int]:
-    """Rounds marked running whose worker stopped reporting (killed, crashed)."""
-    return job_rows.fail_stale(
-        db, "rounds", stale_seconds,
-        "the worker stopped while running this round (killed or crashed)")
+def serving_round(db: Database) -> dict | None:
+    """The latest finished round: the one whose ranking the queue follows."""
+    return job_rows.latest(db, "rounds", status="done")
 
 
 def training_set(db: Database) -> list[dict]:
@@ -134,7 +71,7 @@ def publish_round(
     done, nor the new queue before the switch. Rewriting the queue's rows (and their index)
     in place held the switching transaction 0.35 s at 100,000 images, every vote and lease
     waiting behind it; the swap takes a fifth of that."""
-    if get_round(db, round_id) is None or get_round(db, round_id)["status"] != "running":
+    if not job_rows.is_running(db, "rounds", round_id):
         raise StoreError(f"round {round_id} is not running; its results are dropped")
     with write(db):
         db.execute("DROP TABLE IF EXISTS queue_next")
@@ -163,8 +100,7 @@ def publish_round(
         db.execute(f"CREATE INDEX queue_priority_r{int(round_id)} ON queue_next (priority)")
     pause_for_writers()
     with write(db):
-        row = get_round(db, round_id)
-        if row is None or row["status"] != "running":
+        if not job_rows.is_running(db, "rounds", round_id):
             db.execute("DROP TABLE IF EXISTS queue_next")
             raise StoreError(f"round {round_id} is not running; its results are dropped")
         # Bring the new queue up to date: images answered since the snapshot leave it; any

@@ -21,54 +21,39 @@ from flask import (
 from flask_login import current_user
 
 from .. import store
-from ..jobs.queue import enqueue_clustering, maybe_auto_retrain
-from ..store import bulk, clusterings
+from ..jobs import runner
+from ..jobs.queue import enqueue, maybe_auto_retrain
+from ..store import bulk, cluster_pages, clusterings, verify_pages
 from .annotate import keyed_classes
 from .auth import login_required
-from .context import get_db, get_project
+from .context import get_db, get_project, get_tasks
+from .htmx import elapsed_seconds, is_htmx, whole_number
 
 bp = Blueprint("bulk", __name__)
 
 PAGE = 48  # thumbnails per grid
 MAX_IDS = 4 * PAGE  # more ids than a page can hold is not a page
-MAX_SECONDS = 3600.0
 CLUSTER_KINDS = ("cluster", "mixed")
 GRID_KINDS = ("grid",)
-
-
-def _htmx() -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
-def _int(raw: str | None, what: str, low: int = 0) -> int:
-    """A non-negative integer typed as ASCII digits, else a 400 naming the field."""
-    raw = (raw or "").strip()
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or int(raw) < low:
-        abort(400, f"Missing or malformed {what}: expected a whole number, got {raw[:20]!r}.")
-    return int(raw)
 
 
 def _ids(name: str) -> list[int]:
     values = request.form.getlist(name)
     if len(values) > MAX_IDS:
         abort(400, f"Too many images in one grid ({len(values)}; at most {MAX_IDS}).")
-    return [_int(v, "image id", 1) for v in values]
+    return [whole_number(v, "image id", 1) for v in values]
 
 
-def _seconds() -> float | None:
-    """How long the grid was on screen, measured in the browser; ignored if absurd."""
-    try:
-        seconds = float(request.form.get("elapsed_ms", "")) / 1000.0
-    except ValueError:
-        return None
-    return round(seconds, 3) if 0.0 <= seconds <= MAX_SECONDS else None
+def _elapsed() -> float | None:
+    """How long the grid was on screen, measured in the browser."""
+    return elapsed_seconds(request.form.get("elapsed_ms"))
 
 
 def _class_id() -> int:
     raw = request.form.get("class_id", "")
     if not raw:
         abort(400, "Pick the class first (press its key or click it); nothing was saved.")
-    class_id = _int(raw, "class id", 1)
+    class_id = whole_number(raw, "class id", 1)
     if store.class_by_id(get_db(), class_id) is None:
         abort(400, f"Unknown class id {class_id}. Reload the page: the classes may have"
                    " changed. Nothing was saved.")
@@ -100,13 +85,7 @@ def _store_call(call, *args, **kwargs):
 
 def _status_context() -> dict:
     db = get_db()
-    active = clusterings.active_clustering(db)
-    if active and active["status"] == "running":
-        from ..jobs.round import STALE_SECONDS
-
-        if clusterings.fail_stale_clusterings(db, STALE_SECONDS):
-            active = clusterings.active_clustering(db)
-    return {"active": active, "latest": clusterings.latest_clustering(db),
+    return {**runner.status(db, runner.CLUSTERING),
             "current": clusterings.current_clustering(db)}
 
 
@@ -123,16 +102,16 @@ def _cluster_context(cluster: int | None = None, message: str | None = None,
     if current is None:
         return context
     if cluster is None:
-        cluster = bulk.next_cluster(db, current["id"], current_user.id)
+        cluster = cluster_pages.next_cluster(db, current["id"], current_user.id)
     context["count"] = current["clusters"]
     lease = get_project().config.lease_seconds
-    page = bulk.cluster_page(db, current["id"], cluster, current_user.id, PAGE, lease) \
+    page = cluster_pages.cluster_page(db, current["id"], cluster, current_user.id, PAGE, lease) \
         if cluster is not None else None
     if pinned and page is not None and not page["members"]:
         context["pinned"] = False
-        cluster = bulk.next_cluster(db, current["id"], current_user.id)
-        page = bulk.cluster_page(db, current["id"], cluster, current_user.id, PAGE, lease) \
-            if cluster is not None else None
+        cluster = cluster_pages.next_cluster(db, current["id"], current_user.id)
+        page = cluster_pages.cluster_page(db, current["id"], cluster, current_user.id, PAGE,
+                                          lease) if cluster is not None else None
     context.update(cluster=cluster, page=page)
     return context
 
@@ -140,7 +119,7 @@ def _cluster_context(cluster: int | None = None, message: str | None = None,
 def _cluster_card(cluster: int | None = None, message: str | None = None,
                   pinned: bool = False):
     context = _cluster_context(cluster, message, pinned)
-    if _htmx():
+    if is_htmx():
         return render_template("_cluster_card.html", **context)
     if current_user.is_admin:
         context.update(_status_context())
@@ -170,7 +149,7 @@ def cluster_view(clustering_id: int, cluster: int):
 def clusters():
     db = get_db()
     current = clusterings.current_clustering(db)
-    rows = bulk.cluster_overview(db, current["id"], current_user.id) if current else []
+    rows = cluster_pages.cluster_overview(db, current["id"], current_user.id) if current else []
     return render_template("clusters.html", current=current, rows=rows)
 
 
@@ -184,7 +163,7 @@ def decide_cluster(clustering_id: int, cluster: int):
     pinned = request.form.get("pinned") == "1"
     db = get_db()
     if decision == "mixed":
-        _store_call(bulk.mark_mixed, db, current_user.id, clustering_id, cluster)
+        _store_call(cluster_pages.mark_mixed, db, current_user.id, clustering_id, cluster)
         return _cluster_card(message=f"Cluster {cluster + 1} is left alone (mixed); its"
                                      " images stay in the queue.")
     if decision != "label":
@@ -193,9 +172,9 @@ def decide_cluster(clustering_id: int, cluster: int):
     if not shown:
         abort(400, "The grid named no images; reload the page. Nothing was saved.")
     class_id = _class_id()
-    result = _store_call(bulk.confirm_cluster, db, current_user.id, clustering_id, cluster,
-                         class_id, shown, _ids("wrong"), _seconds())
-    maybe_auto_retrain(get_project(), current_app.extensions["huey"], db)
+    result = _store_call(cluster_pages.confirm_cluster, db, current_user.id, clustering_id,
+                         cluster, class_id, shown, _ids("wrong"), _elapsed())
+    maybe_auto_retrain(get_project(), get_tasks(), db)
     name = store.class_by_id(db, class_id)["name"]
     return _cluster_card(cluster if pinned else None, _outcome(result, name), pinned)
 
@@ -217,11 +196,11 @@ def undo_cluster():
 @login_required("admin")
 def run_clustering():
     raw = request.form.get("k", "").strip()
-    k = _int(raw, "number of clusters", 1) if raw else None
+    k = whole_number(raw, "number of clusters", 1) if raw else None
     if k is not None and k > 100_000:
         abort(400, "At most 100,000 clusters.")
-    enqueue_clustering(get_project(), current_app.extensions["huey"], k, current_user.id)
-    if _htmx():
+    enqueue(get_project(), get_tasks(), runner.CLUSTERING.name, current_user.id, k=k)
+    if is_htmx():
         return render_template("_clustering_status.html", **_status_context())
     return redirect(url_for("bulk.bootstrap"))
 
@@ -244,20 +223,21 @@ def clustering_status():
 
 def _verify_context(class_id: int | None, order: str, message: str | None = None) -> dict:
     db = get_db()
-    counts = bulk.verify_counts(db, current_user.id, PAGE)
+    counts = verify_pages.verify_counts(db, current_user.id, PAGE)
     classes = keyed_classes(store.classes(db))
     for c in classes:
         c["count"] = counts.get(c["id"], {}).get("count", 0)
     if class_id is None:
-        class_id = bulk.surest_class(counts)  # the page with the fewest toggles expected
+        class_id = verify_pages.surest_class(counts)  # the page with the fewest toggles expected
     round_id, items, upcoming = None, [], []
     if class_id is not None:
-        round_id, items = bulk.verify_page(db, current_user.id, class_id, order, PAGE,
-                                           get_project().config.lease_seconds, upcoming)
+        round_id, items = verify_pages.verify_page(db, current_user.id, class_id, order, PAGE,
+                                                   get_project().config.lease_seconds, upcoming)
         for item in items:
             item["caption"] = f"{item['confidence'] * 100:.0f}%"
     return {
-        "round_id": round_id or bulk.latest_round_id(db), "items": items, "classes": classes,
+        "round_id": round_id or verify_pages.latest_round_id(db), "items": items,
+        "classes": classes,
         "chosen": next((c for c in classes if c["id"] == class_id), None), "order": order,
         "message": message, "undo": bulk.last_action(db, current_user.id, GRID_KINDS),
         "upcoming": upcoming,  # the next page's thumbnails, fetched while this one is seen
@@ -266,13 +246,13 @@ def _verify_context(class_id: int | None, order: str, message: str | None = None
 
 def _order(raw: str | None) -> str:
     order = raw or "confident"
-    if order not in bulk.ORDERS:
-        abort(400, f"Unknown order {order[:20]!r}: use one of {', '.join(bulk.ORDERS)}.")
+    if order not in verify_pages.ORDERS:
+        abort(400, f"Unknown order {order[:20]!r}: use one of {', '.join(verify_pages.ORDERS)}.")
     return order
 
 
 def _verify_card(class_id: int | None, order: str, message: str | None = None):
-    template = "_verify_card.html" if _htmx() else "verify.html"
+    template = "_verify_card.html" if is_htmx() else "verify.html"
     return render_template(template, **_verify_context(class_id, order, message))
 
 
@@ -282,7 +262,7 @@ def verify():
     raw = request.args.get("class", "")
     class_id = None
     if raw:
-        class_id = _int(raw, "class id", 1)
+        class_id = whole_number(raw, "class id", 1)
         if store.class_by_id(get_db(), class_id) is None:
             abort(404, f"No class with id {class_id}.")
     return _verify_card(class_id, _order(request.args.get("order")))
@@ -298,11 +278,11 @@ def accept():
     if not shown:
         abort(400, "The grid named no images; reload the page. Nothing was saved.")
     class_id = _class_id()
-    round_id = _int(request.form.get("round_id"), "round id", 1)
+    round_id = whole_number(request.form.get("round_id"), "round id", 1)
     db = get_db()
-    result = _store_call(bulk.accept_grid, db, current_user.id, round_id, class_id, shown,
-                         _ids("wrong"), _seconds())
-    maybe_auto_retrain(get_project(), current_app.extensions["huey"], db)
+    result = _store_call(verify_pages.accept_grid, db, current_user.id, round_id, class_id,
+                         shown, _ids("wrong"), _elapsed())
+    maybe_auto_retrain(get_project(), get_tasks(), db)
     name = store.class_by_id(db, class_id)["name"]
     return _verify_card(class_id, order, _outcome(result, name))
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import io
 
-from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask import Blueprint, Response, abort, render_template, request
 from flask_login import current_user
 
 from .. import store
 from ..jobs import quality as audit
-from ..jobs.queue import enqueue_quality
+from ..jobs import runner
+from ..jobs.queue import enqueue
 from ..store import quality as quality_store
 from .auth import login_required
-from .context import get_db, get_project
+from .context import get_db, get_project, get_tasks
 
 bp = Blueprint("quality", __name__, url_prefix="/admin/quality")
 
@@ -22,10 +23,7 @@ PAGE = 50
 
 
 def _status_context() -> dict:
-    db = get_db()
-    latest = quality_store.latest_quality_run(db)
-    active = latest if latest and latest["status"] in ("queued", "running") else None
-    return {"active": active, "latest": latest}
+    return runner.status(get_db(), runner.QUALITY)
 
 
 def _target(raw: str | None) -> float | None:
@@ -46,7 +44,7 @@ def _target(raw: str | None) -> float | None:
 @login_required("admin")
 def index():
     db = get_db()
-    done = quality_store.latest_quality_run(db, done_only=True)
+    done = quality_store.latest_findings(db)
     result = done["result"] if done else None
     page = max(0, request.args.get("page", 0, type=int))
     names = {c["id"]: c["name"] for c in store.classes(db)}
@@ -83,7 +81,7 @@ def status():
 @bp.post("/run")
 @login_required("admin")
 def run():
-    enqueue_quality(get_project(), current_app.extensions["huey"], current_user.id)
+    enqueue(get_project(), get_tasks(), runner.QUALITY.name, current_user.id)
     return render_template("_quality_status.html", **_status_context())
 
 
@@ -104,7 +102,7 @@ def decide(image_id: int):
 @login_required("admin")
 def suspects_csv():
     db = get_db()
-    done = quality_store.latest_quality_run(db, done_only=True)
+    done = quality_store.latest_findings(db)
     if not done:
         abort(404, "No quality run has finished yet.")
     return Response(audit.suspects_csv(db, done["result"]["suspects"]), mimetype="text/csv",
@@ -116,7 +114,7 @@ def suspects_csv():
 def curve_png():
     """Accuracy against labels: the measured points, the fitted curve, its 90 % band."""
     db = get_db()
-    done = quality_store.latest_quality_run(db, done_only=True)
+    done = quality_store.latest_findings(db)
     if not done or "params" not in done["result"]["curve"]:
         abort(404, "No sample-size curve yet: run the quality checks with enough labels.")
     import matplotlib

@@ -10,7 +10,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     jsonify,
     redirect,
     render_template,
@@ -21,27 +20,22 @@ from flask_login import current_user
 
 import strategies
 
-from ..jobs.queue import enqueue_round
+from ..jobs import runner
+from ..jobs.queue import enqueue
+from ..store import job_rows
 from ..store import rounds as round_store
 from .auth import login_required
-from .context import get_db, get_project
+from .context import get_db, get_project, get_tasks
+from .htmx import is_htmx
 
 bp = Blueprint("rounds", __name__, url_prefix="/admin/rounds")
 
 
 def status_context() -> dict:
     db = get_db()
-    active = round_store.active_round(db)
-    if active and active["status"] == "running":
-        from ..jobs.round import STALE_SECONDS
-
-        if round_store.fail_stale_rounds(db, STALE_SECONDS):
-            active = round_store.active_round(db)
-    latest = round_store.list_rounds(db, limit=1)
     return {
-        "active": active,
-        "latest": latest[0] if latest else None,
-        "serving": round_store.last_done_round(db),  # whose ranking the queue follows
+        **runner.status(db, runner.ROUND),
+        "serving": round_store.serving_round(db),  # whose ranking the queue follows
         "strategies": [(n, strategies.describe(n)) for n in strategies.names()],
         "default_strategy": get_project().config.strategy,
     }
@@ -59,8 +53,8 @@ def retrain():
     name = request.form.get("strategy", get_project().config.strategy)
     if name not in strategies.names():
         abort(400, f"Unknown strategy {name[:40]!r}; known: {', '.join(strategies.names())}.")
-    enqueue_round(get_project(), current_app.extensions["huey"], name, current_user.id)
-    if request.headers.get("HX-Request") == "true":
+    enqueue(get_project(), get_tasks(), runner.ROUND.name, current_user.id, strategy=name)
+    if is_htmx():
         return render_template("_round_status.html", **status_context())
     return redirect(url_for("rounds.history"))
 
@@ -82,7 +76,7 @@ def learning_curve(rounds: list[dict]) -> list[dict]:
 @bp.get("/")
 @login_required("admin")
 def history():
-    rows = round_store.list_rounds(get_db(), limit=200)
+    rows = job_rows.history(get_db(), runner.ROUND.table, limit=200)
     for row in rows:
         row["per_class_parsed"] = json.loads(row["per_class"]) if row["per_class"] else {}
     return render_template(
@@ -94,14 +88,13 @@ def history():
 @login_required("admin")
 def latest_json():
     """The newest round as JSON (for scripts such as `activelabel simulate`)."""
-    rows = round_store.list_rounds(get_db(), limit=1)
-    return jsonify(rows[0] if rows else {})
+    return jsonify(job_rows.latest(get_db(), runner.ROUND.table) or {})
 
 
 @bp.get("/<int:round_id>/predictions.csv")
 @login_required("admin")
 def predictions_csv(round_id: int):
-    if round_store.get_round(get_db(), round_id) is None:
+    if job_rows.get(get_db(), runner.ROUND.table, round_id) is None:
         abort(404, f"No round {round_id}.")
     rows = round_store.round_predictions(get_db(), round_id)
     buffer = io.StringIO()
