@@ -66,3 +66,21 @@ def test_htmx_is_vendored_with_its_licence_and_pinned_version():
     digest = hashlib.sha256((vendor / "htmx.min.js").read_bytes()).hexdigest()
     assert "htmx.org 2.0.11" in version and digest in version
     assert "Zero-Clause BSD" in (vendor / "LICENSE").read_text()
+
+
+def test_the_where_things_are_table_names_every_folder_and_only_real_files():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    for package in sorted(p.parent for p in (ROOT / "server").glob("*/__init__.py")):
+        folder = f"`server/{package.name}/`"
+        assert any(row.startswith(f"| {folder}") for row in rows), f"README lacks {folder}"
+    # Every file the table names is there, in the folder of its row.
+    for row in rows:
+        first, rest = row.split("|")[1].strip(), "|".join(row.split("|")[2:])
+        folder = first.split("`")[1] if first.split("`")[1].endswith("/") else "server/"
+        for name in re.findall(r"`([\w/]+\.(?:py|html))`", first + rest):
+            where = ROOT / name if "/" in name else ROOT / folder / name
+            if name.endswith(".html"):
+                where = ROOT / "templates" / name
+            assert where.is_file(), f"README's table names {name}, which is not at {where}"
