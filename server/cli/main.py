@@ -14,9 +14,9 @@ from .. import store
 from ..config import Project, ProjectError
 from ..dataset.importer import ImportFailed, ImportReport
 from ..store import ROLES
-from .quality import register as register_quality_commands
-from .rounds import register as register_round_commands
-from .simulate import register as register_simulate_command
+from .quality import audit
+from .rounds import retrain, strategies_cmd, worker
+from .simulate import simulate
 
 DEMO_USERS = (("admin", "admin"), ("annotator", "annotator"))
 
@@ -289,6 +289,6 @@ def _init_with_bar(root: Path, images: Path):
     return created["project"], report
 
 
-register_round_commands(main)
-register_simulate_command(main)
-register_quality_commands(main)
+# The commands defined in the other modules of this folder.
+for command in (worker, retrain, strategies_cmd, simulate, audit):
+    main.add_command(command)

@@ -9,10 +9,6 @@ import click
 from ..config import Project
 
 
-def register(main: click.Group) -> None:
-    main.add_command(audit)
-
-
 @click.command()
 @click.argument("project", type=click.Path(file_okay=False))
 @click.option("--out", default=None, type=click.Path(dir_okay=False),

@@ -8,11 +8,6 @@ from .. import store
 from ..config import Project
 
 
-def register(main: click.Group) -> None:
-    for command in (worker, retrain, strategies_cmd):
-        main.add_command(command)
-
-
 @click.command()
 @click.argument("project", type=click.Path(file_okay=False))
 @click.option("--threads", default=1, show_default=True, help="Rounds run at the same time.")

@@ -10,10 +10,6 @@ import click
 from ..config import Project
 
 
-def register(main: click.Group) -> None:
-    main.add_command(simulate)
-
-
 @click.command()
 @click.argument("project", type=click.Path(file_okay=False))
 @click.option("--oracle", required=True, type=click.Path(dir_okay=False),
