@@ -596,3 +596,33 @@ def test_the_next_card_is_another_cluster_unless_one_was_opened_from_the_list(si
         "class_id": site.classes["1"], "shown": shown[3:6], "pinned": "1"}
     ).get_data(as_text=True)
     assert cluster_of(answer) == (clustering_id, first) and grid_ids(answer) == shown[6:]
+
+
+def test_a_grid_naming_images_not_handed_to_the_voter_is_refused_whole(clustered):
+    """A forged page: images on bob's grid (the single vote each needs is his) posted by ann
+    are a 409 with nothing written, on the cluster bootstrap and on grid verify alike."""
+    site = clustered
+    html = site.get("bob", "/bootstrap/").get_data(as_text=True)
+    clustering_id, cluster = cluster_of(html)
+    bobs = grid_ids(html)
+    site.as_user("ann")
+    forged = site.post("ann", f"/bootstrap/{clustering_id}/{cluster}",
+                       {"shown": bobs, "class_id": site.classes["1"]})
+    assert forged.status_code == 409, forged.get_data(as_text=True)
+    assert "not handed to you" in forged.get_data(as_text=True)
+    assert site.votes() == []
+    # The same rule on grid verify, whatever the cluster held.
+    round_id = publish_predictions(site, {i: ("4", 0.9) for i in site.truth})
+    mine = grid_ids(site.get("ann", f"/verify/?class={site.classes['4']}").get_data(
+        as_text=True))
+    bob_grid = grid_ids(site.get("bob", f"/verify/?class={site.classes['4']}").get_data(
+        as_text=True))
+    assert mine and bob_grid and not set(mine) & set(bob_grid)
+    forged = site.post("ann", "/verify/", {"class_id": site.classes["4"], "round_id": round_id,
+                                           "shown": mine + bob_grid[:1]})
+    assert forged.status_code == 409, forged.get_data(as_text=True)
+    assert site.votes() == []
+    fair = site.post("ann", "/verify/", {"class_id": site.classes["4"], "round_id": round_id,
+                                         "shown": mine})
+    assert fair.status_code == 200
+    assert sorted(v["image_id"] for v in site.votes("grid")) == sorted(mine)

@@ -122,20 +122,23 @@ def test_a_choice_posted_twice_in_one_form_uses_the_first_only(as_user, db):
     assert rows[0] == 1
 
 
-def test_a_forged_id_of_an_image_someone_else_holds_is_one_vote_per_user(as_user, db):
-    """A real image id handed to someone else: the URL names the image, so it is recorded
-    as this user's vote, once; the holder's own answer still counts, once."""
+def test_a_forged_id_of_an_image_someone_else_holds_is_refused_and_the_holder_votes(as_user,
+                                                                                     db):
+    """A real image id handed to someone else: a 409 that writes nothing, before and after
+    the holder answers; the holder's own answer counts, once."""
     bob, bob_token = as_user("bob")
     held_by_bob = card_images(bob.get("/label").get_data(as_text=True))[0]
     ann, token = as_user("ann")
-    ann.post(f"/label/{held_by_bob}", data={"choice": "4"}, headers=htmx_headers(token))
+    forged = ann.post(f"/label/{held_by_bob}", data={"choice": "4"}, headers=htmx_headers(token))
+    assert forged.status_code == 409
     response = bob.post(f"/label/{held_by_bob}", data={"choice": "5"},
                         headers=htmx_headers(bob_token))
     assert response.status_code == 200
-    ann.post(f"/label/{held_by_bob}", data={"choice": "6"}, headers=htmx_headers(token))
+    late = ann.post(f"/label/{held_by_bob}", data={"choice": "6"}, headers=htmx_headers(token))
+    assert late.status_code == 409 and "needs no more votes" in late.get_data(as_text=True)
     votes = db.execute("SELECT user_id, count(*) FROM annotations WHERE image_id = ?"
                        " GROUP BY user_id", [held_by_bob]).fetchall()
-    assert sorted(n for _, n in votes) == [1, 1]
+    assert votes == [(store.get_user_by_name(db, "bob")["id"], 1)]
 
 
 def test_every_post_without_its_csrf_token_is_refused_and_writes_nothing(app, as_user, db):

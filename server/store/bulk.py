@@ -19,8 +19,7 @@ from sqlite_utils import Database
 
 from . import labels
 from .connection import StoreError, is_row_id, now_iso, write
-from .consensus import get_rules, labelers, votes_needed_sql
-from .queue import ANSWERED_BY_ME
+from .queue import require_handed
 
 KINDS = ("cluster", "mixed", "grid")
 SOURCES = {"cluster": "cluster", "grid": "grid"}  # the annotations' source per kind
@@ -44,19 +43,6 @@ class BulkResult:
 
 
 # --- what a grid may show ----------------------------------------------------------------
-
-
-def _open_sql(db: Database, image: str) -> str:
-    """SQL true when image `image` (with images aliased i, image_state s) may be shown to
-    :user now: it needs votes, :user has not answered it, and others' leases leave room."""
-    needed = votes_needed_sql(get_rules(db).votes_per_image, labelers(db))
-    return (
-        f"EXISTS (SELECT 1 FROM queue q WHERE q.image_id = {image})"
-        f" AND NOT {ANSWERED_BY_ME.format(image=image)}"
-        " AND s.votes + s.unsure + (SELECT count(*) FROM leases l"
-        f"   WHERE l.image_id = {image} AND l.user_id != :user AND l.expires_at > :now)"
-        f" < {needed}"
-    )
 
 
 def _lease(db: Database, user_id: int, image_ids: list[int], lease_seconds: int) -> None:
@@ -112,10 +98,16 @@ def _record(db: Database, user_id: int, kind: str, class_id: int | None, shown: 
     voting = [i for i in shown if i not in aside]
     each = round(seconds / len(voting), 3) if seconds is not None and voting else None
     labeled = passed = 0
+    for image_id in shown:
+        if db.execute("SELECT 1 FROM images WHERE id = ?", [image_id]).fetchone() is None:
+            raise StoreError(f"no image with id {image_id}")
+        in_queue = db.execute("SELECT 1 FROM queue WHERE image_id = ?", [image_id]).fetchone()
+        if in_queue is not None and labels.answer_of(db, user_id, image_id) is None:
+            # One image the grid was never handed refuses the whole grid (the caller's
+            # transaction rolls back): a forged grid writes nothing.
+            require_handed(db, user_id, image_id)
     for image_id in voting:
         if db.execute("SELECT 1 FROM queue WHERE image_id = ?", [image_id]).fetchone() is None:
-            if db.execute("SELECT 1 FROM images WHERE id = ?", [image_id]).fetchone() is None:
-                raise StoreError(f"no image with id {image_id}")
             passed += 1  # completed by others meanwhile: one more vote is not wanted
             continue
         try:

@@ -22,6 +22,11 @@ class AlreadyAnswered(StoreError):
     """The user already has an answer on this image (a double click, a stale tab)."""
 
 
+class NotHanded(StoreError):
+    """An answer (or an undo) the page never offered this person: an image not handed to
+    them, an answer that is not their latest. Nothing was written."""
+
+
 def _exists(db: Database, table: str, row_id: int) -> bool:
     return (
         is_row_id(row_id)
@@ -39,7 +44,7 @@ def require_class(db: Database, class_id: int) -> None:
         raise StoreError(f"no class with id {class_id}")
 
 
-def _answer_of(db: Database, user_id: int, image_id: int) -> dict | None:
+def answer_of(db: Database, user_id: int, image_id: int) -> dict | None:
     rows = list(
         db.query(
             "SELECT a.* FROM annotations a WHERE a.image_id = ? AND a.user_id = ?"
@@ -150,7 +155,7 @@ def add_vote(
         require_image(db, image_id)
         if class_id is not None:
             require_class(db, class_id)
-        if _answer_of(db, user_id, image_id) is not None:
+        if answer_of(db, user_id, image_id) is not None:
             raise AlreadyAnswered(f"image {image_id} is already answered")
         newcomer = user_id is not None and db.execute(
             "SELECT 1 FROM annotations WHERE user_id = ? AND kind IN ('label', 'skip', 'unsure')"
@@ -278,6 +283,25 @@ def retract(
         refresh_state(db, answer["image_id"])
         _hand_back(db, user_id, answer["image_id"], lease_seconds)
     return answer["image_id"]
+
+
+def undo_latest(db: Database, user_id: int, annotation_id: int,
+                lease_seconds: int = 300) -> int | None:
+    """The labeling page's undo: only the answer the page offers, this user's latest one that
+    is not undone; an older answer raises NotHanded (undoing it would reopen a label the
+    person moved past long ago). The same id again is harmless (None: already undone)."""
+    with write(db):
+        answer = _own_answer(db, user_id, annotation_id)
+        if answer is None:
+            raise StoreError(f"annotation {annotation_id} is not one of yours")
+        if db.execute("SELECT 1 FROM annotations WHERE retracts_id = ?",
+                      [annotation_id]).fetchone():
+            return None
+        latest = last_answer(db, user_id)
+        if latest is None or latest["id"] != annotation_id:
+            raise NotHanded(f"annotation {annotation_id} is not your latest answer; only that"
+                            " one can be undone here")
+        return retract(db, user_id, annotation_id, lease_seconds)
 
 
 def state_of(db: Database, image_id: int) -> dict | None:

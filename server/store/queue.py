@@ -6,9 +6,10 @@ import time
 
 from sqlite_utils import Database
 
+from . import labels
 from .connection import write
 from .consensus import get_rules, labelers, votes_needed_sql
-from .labels import EFFECTIVE
+from .labels import EFFECTIVE, NotHanded
 
 ANSWERED_BY_ME = (
     "EXISTS (SELECT 1 FROM annotations a WHERE a.image_id = {image} AND a.user_id = :user"
@@ -64,6 +65,58 @@ def next_images(db: Database, user_id: int, n: int = 2, lease_seconds: int = 300
                 [image_id, user_id, now + offset * 1e-6, expires],
             )
     return held + fresh
+
+
+def open_sql(db: Database, image: str) -> str:
+    """SQL true when image `image` (with images aliased i, image_state s) may be handed to
+    :user now: it needs votes, :user has not answered it, and others' unexpired leases (at
+    :now) leave room for one more vote."""
+    needed = votes_needed_sql(get_rules(db).votes_per_image, labelers(db))
+    return (
+        f"EXISTS (SELECT 1 FROM queue q WHERE q.image_id = {image})"
+        f" AND NOT {ANSWERED_BY_ME.format(image=image)}"
+        " AND s.votes + s.unsure + (SELECT count(*) FROM leases l"
+        f"   WHERE l.image_id = {image} AND l.user_id != :user AND l.expires_at > :now)"
+        f" < {needed}"
+    )
+
+
+def require_handed(db: Database, user_id: int, image_id: int) -> None:
+    """Inside a write transaction: raise NotHanded unless this person holds the image's
+    lease (a card or grid they were shown, even if its time ran out) or the image is open to
+    them under the overlap rules (a late answer nobody else has taken the place of). A vote
+    anywhere else would change labels nobody asked this person for."""
+    params = {"user": user_id, "now": time.time(), "image": image_id}
+    held = db.execute("SELECT 1 FROM leases WHERE image_id = :image AND user_id = :user",
+                      params).fetchone()
+    if held is not None:
+        return
+    open_now = db.execute(
+        "SELECT 1 FROM image_state s JOIN images i ON i.id = s.image_id"
+        f" WHERE s.image_id = :image AND {open_sql(db, ':image')}", params).fetchone()
+    if open_now is not None:
+        return
+    state = db.execute("SELECT status FROM image_state WHERE image_id = ?",
+                       [image_id]).fetchone()
+    if state is not None and state[0] != "needs_votes":
+        raise NotHanded(f"image {image_id} needs no more votes (it is {state[0]})")
+    raise NotHanded(f"image {image_id} was not handed to you (others hold the votes it"
+                    " still needs)")
+
+
+def add_handed_vote(db: Database, user_id: int, image_id: int, kind: str,
+                    class_id: int | None = None, seconds: float | None = None,
+                    source: str = "web") -> int:
+    """A person's answer from a page: like labels.add_vote, but only on an image handed to
+    them (require_handed). A second answer to the same image is still AlreadyAnswered
+    first, so a double key press stays harmless."""
+    with write(db):
+        labels.require_image(db, image_id)
+        if labels.answer_of(db, user_id, image_id) is not None:
+            raise labels.AlreadyAnswered(f"image {image_id} is already answered")
+        require_handed(db, user_id, image_id)
+        return labels.add_vote(db, user_id, image_id, kind, class_id, seconds=seconds,
+                               source=source)
 
 
 def release_leases(db: Database, user_id: int) -> None:

@@ -83,10 +83,11 @@ def _choice(raw: str) -> tuple[str, int | None]:
 def answer(image_id: int):
     """Record the answer for the image the page showed (its id is in the URL), then send
     the next card. Answering the same image twice (double key press, stale tab) is
-    harmless: the second answer is not recorded."""
+    harmless: the second answer is not recorded. An image that was not handed to this
+    person (someone else's card, a finished image) is a 409, with nothing written."""
     kind, class_id = _choice(request.form.get("choice", ""))
     try:
-        store.add_vote(
+        store.add_handed_vote(
             get_db(),
             current_user.id,
             image_id,
@@ -96,6 +97,8 @@ def answer(image_id: int):
         )
     except store.AlreadyAnswered:
         pass  # the first answer stands; show what comes next
+    except store.NotHanded as exc:
+        abort(409, f"Not saved: {exc}. Your next image is on the way when you reload.")
     except store.StoreError as exc:
         abort(404, f"{exc}. Nothing was saved.")
     else:
@@ -112,10 +115,12 @@ def undo():
     if annotation_id is None:
         abort(400, "Nothing to undo.")
     try:
-        store.retract(
+        store.undo_latest(
             get_db(), current_user.id, annotation_id,
             lease_seconds=get_project().config.lease_seconds,
         )
+    except store.NotHanded as exc:
+        abort(409, f"Cannot undo: {exc}. Nothing was changed.")
     except store.StoreError as exc:
         abort(400, f"Cannot undo: {exc}.")
     return _card()

@@ -71,11 +71,15 @@ def _outcome(result: bulk.BulkResult, class_name: str) -> str:
 
 
 def _store_call(call, *args, **kwargs):
-    """Run a store write; its refusals become clear HTTP errors (409 for a stale grid)."""
+    """Run a store write; its refusals become clear HTTP errors (409 for a stale grid, or
+    for images not handed to this person)."""
     try:
         return call(*args, **kwargs)
     except bulk.StaleGrid as exc:
         abort(409, f"This grid is out of date: {exc}. Reload the page; nothing was saved.")
+    except store.NotHanded as exc:
+        abort(409, f"This grid was not handed to you: {exc}. Reload the page; nothing was"
+                   " saved.")
     except store.StoreError as exc:
         abort(400, f"{exc}. Nothing was saved.")
 
