@@ -232,20 +232,26 @@ def _attempt(client, name: str, password: str, address: str = "10.0.0.1"):
     )
 
 
-def test_ten_failed_logins_for_a_name_block_it_even_with_the_right_password(app):
+def test_ten_failed_logins_for_a_name_at_one_address_block_it_there_even_with_the_password(app):
     client = app.test_client()
     for attempt in range(10):
-        assert _attempt(client, "ann", f"wrong-{attempt}", f"10.0.1.{attempt}").status_code == 401
-    # From yet another address, with the right password: still refused, with a date.
-    response = _attempt(client, "ann", PASSWORDS["ann"], "10.0.2.1")
+        assert _attempt(client, "ann", f"wrong-{attempt}").status_code == 401
+    response = _attempt(client, "ann", PASSWORDS["ann"])
     assert response.status_code == 429
     page = response.get_data(as_text=True)
     assert "Too many failed logins" in page
     assert re.search(r"Try again in (\d+ minutes|\d+ seconds)", page), page
     assert 0 < int(response.headers["Retry-After"]) <= 300
     assert client.get("/label").status_code == 302  # not logged in
-    # Other users are not affected (from an address that has not failed).
-    assert _attempt(client, "bob", PASSWORDS["bob"], "10.0.3.1").status_code == 302
+    # The real ann, from her own address, is not locked out by someone else's guesses.
+    assert _attempt(app.test_client(), "ann", PASSWORDS["ann"], "10.0.3.1").status_code == 302
+
+
+def test_guesses_at_one_name_from_ten_addresses_do_not_lock_its_owner_out(app):
+    client = app.test_client()
+    for attempt in range(10):
+        assert _attempt(client, "ann", f"wrong-{attempt}", f"10.0.1.{attempt}").status_code == 401
+    assert _attempt(app.test_client(), "ann", PASSWORDS["ann"], "10.0.2.1").status_code == 302
 
 
 def test_ten_failed_logins_from_one_address_block_that_address_for_every_name(app):
@@ -257,23 +263,41 @@ def test_ten_failed_logins_from_one_address_block_that_address_for_every_name(ap
     assert _attempt(other, "bob", PASSWORDS["bob"], "10.9.9.9").status_code == 302
 
 
-def test_a_success_resets_the_count_and_the_lockout_ends_after_the_window(app):
+def test_a_good_login_now_and_then_does_not_reset_the_address_count(app):
+    """The reported hole: 50 guesses over 10 names with a good login of the guesser's own
+    every 9 never hit 429. A success clears only its name-at-address count."""
+    client = app.test_client()
+    statuses = []
+    for attempt in range(50):
+        if attempt % 9 == 8:
+            statuses.append(_attempt(client, "bob", PASSWORDS["bob"]).status_code)
+            if statuses[-1] == 302:
+                client.post("/logout", data={"csrf_token": csrf_token(client, "/label")})
+        else:
+            statuses.append(_attempt(client, f"name{attempt % 10}", "not-it-1234").status_code)
+    assert 429 in statuses
+    assert statuses.index(429) <= 11  # the tenth failure from the address is the limit
+
+
+def test_a_success_clears_its_own_count_and_the_lockout_ends_after_the_window(app):
     throttle = app.extensions["login_throttle"]
     now = [1000.0]
     throttle.clock = lambda: now[0]
     client = app.test_client()
-    for attempt in range(9):
+    for attempt in range(5):
         assert _attempt(client, "ann", f"wrong-{attempt}").status_code == 401
     assert _attempt(client, "ann", PASSWORDS["ann"]).status_code == 302
     client.post("/logout", data={"csrf_token": csrf_token(client, "/label")})
-    for attempt in range(9):  # nine more: the count started again at zero
-        assert _attempt(client, "ann", f"again-{attempt}").status_code == 401
-    assert _attempt(client, "ann", "one-too-many").status_code == 401
-    assert _attempt(client, "ann", PASSWORDS["ann"]).status_code == 429
+    for attempt in range(5):  # ann's count began again, the address holds 10 now
+        assert _attempt(client, "ann", f"again-{attempt}", "10.0.0.2").status_code == 401
+    for attempt in range(4):
+        assert _attempt(client, "ann", f"more-{attempt}", "10.0.0.2").status_code == 401
+    assert _attempt(client, "ann", "one-too-many", "10.0.0.2").status_code == 401
+    assert _attempt(client, "ann", PASSWORDS["ann"], "10.0.0.2").status_code == 429
     now[0] += 299
-    assert _attempt(client, "ann", PASSWORDS["ann"]).status_code == 429
+    assert _attempt(client, "ann", PASSWORDS["ann"], "10.0.0.2").status_code == 429
     now[0] += 2
-    assert _attempt(client, "ann", PASSWORDS["ann"]).status_code == 302
+    assert _attempt(client, "ann", PASSWORDS["ann"], "10.0.0.2").status_code == 302
 
 
 def test_refused_attempts_do_not_extend_the_lockout(app):
@@ -298,3 +322,109 @@ def test_old_names_are_forgotten_when_the_table_grows(app):
     now[0] += 301
     throttle.failed("late", "10.1.1.2")
     assert len(throttle._failures) <= 3
+
+
+# --- who may vote on which image -----------------------------------------------------------
+
+
+def _label_card(client, token) -> list[int]:
+    html = client.get("/label", headers=htmx_headers(token)).get_data(as_text=True)
+    return [int(i) for i in re.findall(r'src="/images/(\d+)', html)]
+
+
+def _answers(app) -> int:
+    db = store.connect(app.extensions["activelabel"].db_path)
+    try:
+        return db.execute("SELECT count(*) FROM annotations").fetchone()[0]
+    finally:
+        db.conn.close()
+
+
+@pytest.mark.parametrize("image", ["my card", "open", "bob's card", "agreed", "unknown"])
+def test_a_vote_is_taken_only_on_an_image_handed_to_the_voter(app, image):
+    """May vote on this image: the voter's own card, or an image nobody holds that still
+    needs a vote; not someone else's card (a single-vote project: bob holds its one place),
+    not a finished image, not an image that does not exist."""
+    ann, ann_token = app.test_client(), None
+    ann_token = login(ann, "ann")
+    bob = app.test_client()
+    bob_token = login(bob, "bob")
+    mine = _label_card(ann, ann_token)
+    bobs = _label_card(bob, bob_token)
+    db = store.connect(app.extensions["activelabel"].db_path)
+    held = {r[0] for r in db.execute("SELECT image_id FROM leases")}
+    nobodys = [r[0] for r in db.execute("SELECT image_id FROM queue ORDER BY image_id")
+               if r[0] not in held]
+    bob_votes_on = nobodys.pop()
+    bob.post(f"/label/{bob_votes_on}", data={"choice": "2"}, headers=htmx_headers(bob_token))
+    db.conn.close()
+    target, expected = {
+        "my card": (mine[0], 200),
+        "open": (nobodys[0], 200),
+        "bob's card": (bobs[0], 409),
+        "agreed": (bob_votes_on, 409),
+        "unknown": (10_000, 404),
+    }[image]
+    before = _answers(app)
+    response = ann.post(f"/label/{target}", data={"choice": "unsure"},
+                        headers=htmx_headers(ann_token))
+    assert response.status_code == expected, response.get_data(as_text=True)
+    assert _answers(app) == before + (1 if expected == 200 else 0)
+    if expected == 409:
+        assert "Not saved" in response.get_data(as_text=True)
+    db = store.connect(app.extensions["activelabel"].db_path)
+    try:
+        assert db.execute("SELECT 1 FROM leases WHERE image_id = ? AND user_id = ?",
+                          [bobs[0], store.get_user_by_name(db, "bob")["id"]]).fetchone()
+        assert store.state_of(db, bob_votes_on)["status"] == "agreed"
+    finally:
+        db.conn.close()
+
+
+def test_forged_unsure_votes_on_finished_images_change_no_label_or_export(app):
+    """The attack as reported: 'unsure' posted on agreed images the annotator never saw."""
+    bob = app.test_client()
+    bob_token = login(bob, "bob")
+    agreed = []
+    for _ in range(5):
+        image = _label_card(bob, bob_token)[0]
+        bob.post(f"/label/{image}", data={"choice": "3"}, headers=htmx_headers(bob_token))
+        agreed.append(image)
+    admin = app.test_client()
+    login(admin, "admin")
+    before = admin.get("/export?format=csv").get_data(as_text=True)
+    ann = app.test_client()
+    token = login(ann, "ann")
+    statuses = [ann.post(f"/label/{i}", data={"choice": "unsure"},
+                         headers=htmx_headers(token)).status_code for i in agreed]
+    assert statuses == [409] * 5
+    assert admin.get("/export?format=csv").get_data(as_text=True) == before
+    assert before.count("\n") == 6  # header and the five agreed images
+
+
+def test_undo_takes_back_only_the_latest_answer(app):
+    ann = app.test_client()
+    token = login(ann, "ann")
+    given = []
+    for choice in ("1", "2"):
+        image = _label_card(ann, token)[0]
+        ann.post(f"/label/{image}", data={"choice": choice}, headers=htmx_headers(token))
+        db = store.connect(app.extensions["activelabel"].db_path)
+        given.append(store.last_answer(db, store.get_user_by_name(db, "ann")["id"])["id"])
+        db.conn.close()
+    older, latest = given
+    refused = ann.post("/label/undo", data={"annotation_id": older}, headers=htmx_headers(token))
+    assert refused.status_code == 409
+    assert "not your latest answer" in refused.get_data(as_text=True)
+    before = _answers(app)
+    assert ann.post("/label/undo", data={"annotation_id": latest},
+                    headers=htmx_headers(token)).status_code == 200
+    assert _answers(app) == before + 1  # one retraction appended
+    assert ann.post("/label/undo", data={"annotation_id": latest},
+                    headers=htmx_headers(token)).status_code == 200  # a repeat: harmless
+    assert _answers(app) == before + 1
+    bob = app.test_client()
+    bob_token = login(bob, "bob")
+    stolen = bob.post("/label/undo", data={"annotation_id": older},
+                      headers=htmx_headers(bob_token))
+    assert stolen.status_code == 400 and "not one of yours" in stolen.get_data(as_text=True)

@@ -144,7 +144,54 @@ def user_list(project: str) -> None:
     with _open_db(Project.open(project)) as db:
         users = store.list_users(db)
     for row in users:
-        click.echo(f"{row['name']}\t{row['role']}")
+        click.echo(f"{row['name']}\t{row['role']}" + ("" if row["active"] else "\tdeactivated"))
+
+
+@user.command(name="passwd")
+@click.argument("project", type=click.Path(file_okay=False))
+@click.argument("name")
+@click.option("--generate", is_flag=True, help="Generate a password and print it.")
+def user_passwd(project: str, name: str, generate: bool) -> None:
+    """Set a user's password (asked for twice, or generated); every session of theirs
+    ends."""
+    from ..projects import reset_password
+
+    opened = Project.open(project)
+    with _open_db(opened) as db:
+        if store.get_user_by_name(db, name) is None:
+            raise click.ClickException(f"no active user named {name.strip()!r}")
+    typed = None if generate else click.prompt(
+        "New password", hide_input=True, confirmation_prompt=True)
+    secret = reset_password(opened, name, typed)
+    click.echo(f"New password for {name.strip()}" + (f": {secret}" if generate else "")
+               + "; their sessions are ended.")
+
+
+def _set_active(project: str, name: str, active: bool) -> None:
+    with _open_db(Project.open(project)) as db:
+        row = store.find_user(db, name)
+        if row is None:
+            raise click.ClickException(f"no user named {name.strip()!r}")
+        store.set_active(db, row["id"], active)
+    click.echo(f"{row['name']} is " + ("active." if active
+                                        else "deactivated, and logged out everywhere."))
+
+
+@user.command(name="deactivate")
+@click.argument("project", type=click.Path(file_okay=False))
+@click.argument("name")
+def user_deactivate(project: str, name: str) -> None:
+    """Stop a user from logging in; ends their sessions and gives back their images. Their
+    answers stay."""
+    _set_active(project, name, False)
+
+
+@user.command(name="activate")
+@click.argument("project", type=click.Path(file_okay=False))
+@click.argument("name")
+def user_activate(project: str, name: str) -> None:
+    """Let a deactivated user log in again."""
+    _set_active(project, name, True)
 
 
 @main.command()

@@ -43,6 +43,7 @@ from .images import (
 )
 from .labels import (
     AlreadyAnswered,
+    NotHanded,
     add_vote,
     adjudicate,
     disputed_images,
@@ -52,8 +53,9 @@ from .labels import (
     request_review,
     retract,
     state_of,
+    undo_latest,
 )
-from .queue import images_left, next_images, release_leases
+from .queue import add_handed_vote, images_left, next_images, release_leases
 from .review import (
     all_votes,
     annotator_seconds,
@@ -64,19 +66,32 @@ from .review import (
     review_queue,
     set_gold,
 )
+from .sessions import end_session, end_sessions, session_user, start_session
 from .stats import annotator_stats, class_counts, count_today, status_counts
-from .users import ROLES, add_user, get_user, get_user_by_name, list_users, set_password
+from .users import (
+    ROLES,
+    add_user,
+    find_user,
+    find_user_by_id,
+    get_user,
+    get_user_by_name,
+    list_users,
+    set_active,
+    set_password,
+)
 
 __all__ = [
-    "FINAL",
-    "ROLES",
-    "STATUSES",
     "AlreadyAnswered",
     "Database",
     "DatabaseError",
+    "FINAL",
+    "NotHanded",
+    "ROLES",
     "Rules",
+    "STATUSES",
     "StoreError",
     "add_classes",
+    "add_handed_vote",
     "add_images",
     "add_user",
     "add_vote",
@@ -92,6 +107,10 @@ __all__ = [
     "consensus_labels",
     "count_today",
     "disputed_images",
+    "end_session",
+    "end_sessions",
+    "find_user",
+    "find_user_by_id",
     "finish_import",
     "get_image",
     "get_rules",
@@ -119,12 +138,16 @@ __all__ = [
     "review_count",
     "review_queue",
     "save_annotator_model",
+    "session_user",
+    "set_active",
     "set_gold",
     "set_password",
     "set_rules",
     "start_import",
+    "start_session",
     "state_of",
     "status_counts",
+    "undo_latest",
     "unwritable_reason",
     "write",
 ]

@@ -317,3 +317,16 @@ def m005_quality(db: Database) -> None:
         foreign_keys=[("image_id", "images", "id"), ("user_id", "users", "id")],
     )
     db["duplicate_decisions"].create_index(["image_id"])
+
+
+@migrations()
+def m006_sessions(db: Database) -> None:
+    # A login is a row here; the signed cookie carries its token, checked on every request,
+    # so logging out (or a password change, a deactivation) ends it on the server too.
+    db["sessions"].create(
+        {"token_hash": str, "user_id": int, "created_at": str, "ended_at": str},
+        pk="token_hash",
+        not_null={"user_id", "created_at"},
+        foreign_keys=[("user_id", "users", "id")],
+    )
+    db["sessions"].create_index(["user_id"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from . import (
+    account,
     admin,
     agreement,
     annotate,
@@ -24,6 +25,6 @@ def register(app: Flask) -> None:
     auth.init_app(app)
     errors.init_app(app)
     app.teardown_appcontext(close_db)
-    for module in (auth, annotate, images, admin, export, rounds, review, agreement, bulk,
-                   quality):
+    for module in (auth, account, annotate, images, admin, export, rounds, review, agreement,
+                   bulk, quality):
         app.register_blueprint(module.bp)

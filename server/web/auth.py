@@ -38,10 +38,17 @@ login_manager = LoginManager()
 
 
 class User(UserMixin):
-    def __init__(self, row: dict):
+    """The logged-in person, with the token of their server-side session (store.sessions):
+    the cookie names the session, so ending its row ends the cookie."""
+
+    def __init__(self, row: dict, token: str):
         self.id = row["id"]
         self.name = row["name"]
         self.role = row["role"]
+        self.token = token
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.token}"
 
     @property
     def is_admin(self) -> bool:
@@ -49,9 +56,19 @@ class User(UserMixin):
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    row = store.get_user(get_db(), int(user_id))
-    return User(row) if row else None
+def load_user(session_id: str) -> User | None:
+    """Checked on every request: the session must be live in the database (not logged out,
+    not ended by a password change or a deactivation) and its user active."""
+    user_id, _, token = session_id.partition(":")
+    if not (user_id.isascii() and user_id.isdigit() and token):
+        return None  # a cookie from before server-side sessions: log in again
+    row = store.session_user(get_db(), int(user_id), token)
+    return User(row, token) if row else None
+
+
+def start_session(row: dict) -> None:
+    """Log this user in with a new server-side session."""
+    login_user(User(row, store.start_session(get_db(), row["id"])))
 
 
 @login_manager.unauthorized_handler
@@ -78,11 +95,15 @@ def _return_path() -> str | None:
 
 
 class LoginThrottle:
-    """Failed logins, counted in memory per user name and per client address: after
-    `max_failures` within `window` seconds, that name or address may not log in (not even
-    with the right password) until the oldest failure is `window` seconds old. A success
-    clears the name's and the address's count. One per app (app.extensions), so it holds
-    for one server process; behind a proxy every client shares the proxy's address."""
+    """Failed logins, counted in memory per user name at a client address and per address:
+    after `max_failures` within `window` seconds, that name may not log in from that address,
+    or that address may not log in at all (not even with the right password), until the
+    oldest failure is `window` seconds old. Counting a name only with its address means
+    strangers guessing from elsewhere cannot lock the real person out; counting the address
+    alone caps guesses spread over many names. A success clears only its own name-at-address
+    count: one good login of the guesser's own must not reset the address's count. One per
+    app (app.extensions), so it holds for one server process; behind a proxy the address is
+    the proxy's unless server.behind_proxy is set."""
 
     MAX_KEYS = 10_000  # past this many names and addresses, forget those with no recent failure
 
@@ -95,7 +116,9 @@ class LoginThrottle:
 
     @staticmethod
     def _keys(name: str, address: str | None) -> list[tuple[str, str]]:
-        return [("name", name.strip().casefold()), ("address", address or "unknown")]
+        address = address or "unknown"
+        return [("name at address", f"{name.strip().casefold()}@{address}"),
+                ("address", address)]
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
         times = self._failures.get(key)
@@ -130,8 +153,7 @@ class LoginThrottle:
 
     def succeeded(self, name: str, address: str | None) -> None:
         with self._lock:
-            for key in self._keys(name, address):
-                self._failures.pop(key, None)
+            self._failures.pop(self._keys(name, address)[0], None)
 
 
 def init_app(app: Flask) -> None:
@@ -204,8 +226,8 @@ def login():
             # Refused before the password is even checked: a right guess now is no
             # different from a wrong one, so guessing on through the lockout gains nothing.
             flash(
-                "Too many failed logins for this user name or from this address: login is"
-                f" blocked for now. Try again in {_wait_text(wait)}.",
+                "Too many failed logins for this user name from this address, or from this"
+                f" address: login is blocked for now. Try again in {_wait_text(wait)}.",
                 "error",
             )
             response = flask_response(render_template("login.html", name=name), 429)
@@ -218,7 +240,7 @@ def login():
             verify_password(_unknown_user_hash(), password)
         elif verify_password(row["password_hash"], password):
             throttle.succeeded(name, address)
-            login_user(User(row))
+            start_session(row)
             default = url_for(LANDING.get(row["role"], "annotate.label"))
             return redirect(_safe_next(request.args.get("next")) or default)
         throttle.failed(name, address)
@@ -233,6 +255,7 @@ def login():
 def logout():
     if current_user.is_authenticated:
         store.release_leases(get_db(), current_user.id)
+        store.end_session(get_db(), current_user.token)  # a saved copy of the cookie dies too
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
