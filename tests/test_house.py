@@ -7,6 +7,8 @@ Every layer only calls the layers below it (see ARCHITECTURE.md), so:
 4. `strategies/` never imports `server`: strategies are plain functions over arrays.
 5. No import cycle between packages (each `server/<sub>/`, the root modules, `strategies`).
 6. No source file over 400 lines: past that a module is usually two ideas.
+7. Only `server/dataset/csv_writer.py` calls csv.writer/csv.DictWriter: every CSV the product
+   writes goes through the one writer that quotes cells a spreadsheet would run as formulas.
 Each test names its rule and lists every violation at once, as `file:line: what`.
 Tests and bench scripts may read the database directly; they are not scanned.
 """
@@ -234,3 +236,26 @@ def test_no_source_file_is_over_400_lines():
     violations = [f"{where(path, MAX_LINES + 1)}: {lines} lines"
                   for path, lines in lengths.items() if lines > MAX_LINES]
     assert_no_violations(violations, f"rule 6: no source file over {MAX_LINES} lines")
+
+
+CSV_WRITERS = {"writer", "DictWriter"}
+
+
+def csv_writers_in(path: Path) -> list[str]:
+    """`csv.writer(...)`/`csv.DictWriter(...)` uses and `from csv import writer/DictWriter`."""
+    hits = []
+    for node in ast.walk(parsed(path)):
+        if (isinstance(node, ast.Attribute) and node.attr in CSV_WRITERS
+                and isinstance(node.value, ast.Name) and node.value.id == "csv"):
+            hits.append((node.lineno, f"csv.{node.attr}"))
+        elif isinstance(node, ast.ImportFrom) and node.module == "csv" and not node.level:
+            hits += [(node.lineno, f"from csv import {alias.name}")
+                     for alias in node.names if alias.name in CSV_WRITERS | {"*"}]
+    return [f"{where(path, line)}: {what}" for line, what in sorted(hits)]
+
+
+def test_only_the_csv_writer_module_writes_csv():
+    allowed = ROOT / "server" / "dataset" / "csv_writer.py"
+    violations = [hit for path in source_files("server", "strategies") if path != allowed
+                  for hit in csv_writers_in(path)]
+    assert_no_violations(violations, "rule 7: only server/dataset/csv_writer.py writes CSV")

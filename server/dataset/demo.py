@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import csv_writer
+
 SIDE = 64  # the 8x8 originals, upscaled so they read well in the browser
 
 
@@ -29,7 +31,7 @@ def write_digits(images_dir: Path, oracle_csv: Path, limit: int | None = None) -
     images_dir.mkdir(parents=True, exist_ok=True)
     count = len(digits.target) if limit is None else min(limit, len(digits.target))
     with oracle_csv.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+        writer = csv_writer.writer(handle)
         writer.writerow(["file", "label"])
         for index in range(count):
             name = f"digit-{index:04d}.png"
@@ -41,4 +43,5 @@ def write_digits(images_dir: Path, oracle_csv: Path, limit: int | None = None) -
 def read_oracle(oracle_csv: Path) -> dict[str, str]:
     """file name -> true label."""
     with oracle_csv.open(newline="", encoding="utf-8") as handle:
-        return {row["file"]: row["label"] for row in csv.DictReader(handle)}
+        return {csv_writer.read_cell(row["file"]): csv_writer.read_cell(row["label"])
+                for row in csv.DictReader(handle)}

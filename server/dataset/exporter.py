@@ -9,7 +9,6 @@ writes them to a file.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -23,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+
+from . import csv_writer
 
 SPLIT_NAMES = ("train", "val", "test")
 COLUMNS = ("path", "sha256", "label", "split", "status", "votes", "agreement", "voters", "file")
@@ -172,7 +173,7 @@ def disputed_csv(rows: Iterable[dict]) -> str:
     """The report of images no export contains because their votes disagree and no reviewer
     has settled them yet."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=DISPUTED_COLUMNS)
+    writer = csv_writer.DictWriter(buffer, fieldnames=DISPUTED_COLUMNS)
     writer.writeheader()
     for row in rows:
         writer.writerow({
@@ -185,7 +186,7 @@ def disputed_csv(rows: Iterable[dict]) -> str:
 
 def csv_chunks(rows: Iterable[dict]) -> Iterator[str]:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv_writer.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     for row in rows:
         writer.writerow(_record(row))

@@ -13,7 +13,6 @@ counts as wrong.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from .. import store
 from ..config import Project
+from ..dataset import csv_writer
 
 SINGLE_NAME = "sim-annotator"  # the login of a lone simulated annotator
 # A simulated annotator labels a cluster page when at least this share of it is one class
@@ -172,7 +172,7 @@ def write_reports(reports: Iterable[ConsensusReport], out: Path) -> tuple[Path, 
         return "" if value is None else f"{value:.4f}"
 
     with consensus_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+        writer = csv_writer.writer(handle)
         writer.writerow(["strategy", "images", "votes", "agreed", "adjudicated", "disputed",
                          "waiting", "right", "consensus_accuracy", "final_label_accuracy"])
         writer.writerows(
@@ -181,7 +181,7 @@ def write_reports(reports: Iterable[ConsensusReport], out: Path) -> tuple[Path, 
             for r in reports
         )
     with annotators_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+        writer = csv_writer.writer(handle)
         writer.writerow(["strategy", "annotator", "accuracy", "votes", "right",
                          "observed_accuracy"])
         writer.writerows(

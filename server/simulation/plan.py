@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import store
 from ..config import Project
+from ..dataset.csv_writer import read_cell
 from ..store.images import all_images
 from .live_server import SimulationError
 
@@ -34,7 +35,9 @@ def read_labels_csv(path: Path) -> dict[str, str]:
                     f"{path} needs a header row with the columns file,label"
                     f" (found: {', '.join(sorted(fields)) or 'nothing'})"
                 )
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            # read_cell: the demo writes this file with the product's CSV writer, which
+            # quotes a name a spreadsheet would run as a formula.
+            rows = [{(k or "").strip(): read_cell((v or "").strip()) for k, v in row.items()}
                     for row in reader]
     except (OSError, UnicodeDecodeError) as exc:
         raise SimulationError(f"cannot read {path}: {exc}") from exc

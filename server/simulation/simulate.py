@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import store
 from ..config import Project
+from ..dataset import csv_writer
 from ..projects import add_user, open_db
 from .annotators import ActionTally, annotator_names, noisy_answers
 from .bulk import cluster_batch, start_clustering, verify_batch
@@ -311,7 +312,8 @@ def _retrain(browser: Browser, processes: _Processes, strategy: str, truth: dict
         raise SimulationError(f"round {round_id} {latest.get('status')}: {error}; "
                               + processes.stopped("worker"))
     text = browser.request(f"/admin/rounds/{round_id}/predictions.csv")
-    scored = [(int(r["image_id"]), r["predicted"]) for r in csv.DictReader(io.StringIO(text))
+    scored = [(int(r["image_id"]), csv_writer.read_cell(r["predicted"]))
+              for r in csv.DictReader(io.StringIO(text))
               if int(r["image_id"]) in test_ids]
     if not scored:
         raise SimulationError(f"round {round_id} predicted none of the held-out images")
@@ -328,7 +330,7 @@ def write_curves(curves: list[Curve], out: Path, title: str = "",
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "learning_curve.csv", out / "learning_curve.png"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+        writer = csv_writer.writer(handle)
         writer.writerow(["strategy", "labels", "test_accuracy", "test_images", "round",
                          "estimated_accuracy", "votes", "trained_labels", "mode", "actions"])
         for curve in curves:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 
@@ -20,6 +19,7 @@ from flask_login import current_user
 
 import strategies
 
+from ..dataset import csv_writer
 from ..jobs import runner
 from ..jobs.queue import enqueue
 from ..store import job_rows
@@ -98,7 +98,7 @@ def predictions_csv(round_id: int):
         abort(404, f"No round {round_id}.")
     rows = round_store.round_predictions(get_db(), round_id)
     buffer = io.StringIO()
-    writer = csv.DictWriter(
+    writer = csv_writer.DictWriter(
         buffer, fieldnames=["image_id", "file", "predicted", "confidence", "score", "rank"]
     )
     writer.writeheader()
