@@ -10,7 +10,9 @@ from ..config import Project
 
 @click.command()
 @click.argument("project", type=click.Path(file_okay=False))
-@click.option("--threads", default=1, show_default=True, help="Rounds run at the same time.")
+@click.option("--threads", default=0, show_default=True,
+              help="Jobs run at the same time; 0: one per kind of job (round, clustering,"
+                   " quality run), so a round never waits behind another kind.")
 def worker(project: str, threads: int) -> None:
     """Run the jobs queued by the web server: rounds, clusterings, quality runs (until
     Ctrl-C)."""

@@ -22,17 +22,18 @@ PAGE = 48  # thumbnails in one grid
 STAGES = {"embed": (0.0, 0.7), "cluster": (0.7, 0.95), "thumbs": (0.95, 1.0)}
 
 
-def run(project: Project, job_id: int) -> dict:
-    return run_clustering(project, job_id)
+def run(project: Project, job_id: int, started: bool = False) -> dict:
+    return run_clustering(project, job_id, started=started)
 
 
 def run_clustering(project: Project, clustering_id: int, learner: Learner | None = None,
-                   thumbnails: bool = True) -> dict:
+                   thumbnails: bool = True, started: bool = False) -> dict:
     """Run a queued clustering. On failure it is marked failed with the reason (the previous
-    clustering keeps serving) and the error is re-raised for the caller's log."""
+    clustering keeps serving) and the error is re-raised for the caller's log. `started`:
+    see runner.run_job."""
     return run_job(project, CLUSTERING, clustering_id, STAGES,
                    lambda db, progress: _cluster(db, project, clustering_id, progress, learner,
-                                                 thumbnails))
+                                                 thumbnails), started)
 
 
 def _cluster(db, project: Project, clustering_id: int, progress: Progress,

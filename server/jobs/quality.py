@@ -5,7 +5,6 @@ checks is runner.py's. No Flask here."""
 
 from __future__ import annotations
 
-import csv
 import io
 from fractions import Fraction
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from .. import store
 from ..config import Project
+from ..dataset import csv_writer
 from ..learner.setup import make_learner
 from ..store import quality as quality_store
 from ..store.images import all_images, image_paths
@@ -109,15 +109,16 @@ def balance(db, split=(Fraction(8, 10), Fraction(1, 10), Fraction(1, 10))):
     return check_balance(counts, split)
 
 
-def run(project: Project, job_id: int) -> dict:
-    return run_quality(project, job_id)
+def run(project: Project, job_id: int, started: bool = False) -> dict:
+    return run_quality(project, job_id, started=started)
 
 
-def run_quality(project: Project, run_id: int, learner=None) -> dict:
+def run_quality(project: Project, run_id: int, learner=None, started: bool = False) -> dict:
     """Run a queued quality run to the end; on failure the run says why and the previous
-    findings stay on the page."""
+    findings stay on the page. `started`: see runner.run_job."""
     return run_job(project, QUALITY, run_id, STAGES,
-                   lambda db, progress: _check(db, project, run_id, progress, learner))
+                   lambda db, progress: _check(db, project, run_id, progress, learner),
+                   started)
 
 
 def _check(db, project: Project, run_id: int, progress: Progress, learner) -> dict:
@@ -144,7 +145,7 @@ def suspects_csv(db, result: dict) -> str:
     names = {c["id"]: c["name"] for c in store.classes(db)}
     paths = image_paths(db)
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv_writer.writer(buffer)
     writer.writerow(["rank", "image_id", "path", "given", "suggested", "score", "flagged"])
     for row in result.get("rows", []):
         writer.writerow([row["rank"] + 1, row["image_id"], paths.get(row["image_id"]),

@@ -8,20 +8,15 @@ the same way in the web process (which enqueues) and the worker (which runs them
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass
 
 from huey import Huey, RedisHuey, SqliteHuey
 
 from ..config import Project
-from .runner import EXPECTED_ERRORS, KINDS, ROUND
+from .runner import EXPECTED_ERRORS, KINDS, ROUND, run_supervised
 
 log = logging.getLogger("activelabel.jobs")
-
-# The module that runs each kind of job: its `run(project, job_id)`. Imported when a job
-# runs, so enqueueing (the web process) never loads the learner.
-RUNNERS = {"round": ".round", "clustering": ".clustering", "quality": ".quality"}
 
 
 class JobNotQueued(RuntimeError):
@@ -40,12 +35,6 @@ class TaskQueue:
         self.run_job(kind, job_id)
 
 
-def run(project: Project, kind: str, job_id: int) -> dict:
-    """Run one queued job of `kind` in this process (what the worker's task does)."""
-    module = importlib.import_module(RUNNERS[kind], __package__)
-    return module.run(project, job_id)
-
-
 def make_queue(project: Project) -> TaskQueue:
     name = f"activelabel-{project.root.name}"
     # results=False: nobody reads a task's return value (the job's row holds its outcome),
@@ -58,14 +47,19 @@ def make_queue(project: Project) -> TaskQueue:
 
     @huey.task(name="run_job")
     def run_job(kind: str, job_id: int) -> None:
+        # The job runs in a process of its own under its time limit (runner.run_supervised);
+        # this thread waits for it.
         try:
-            summary = run(Project.open(root), kind, job_id)
+            row = run_supervised(Project.open(root), KINDS[kind], job_id)
         except EXPECTED_ERRORS as exc:
-            # Expected (too few classes, a duplicate job...): the job's row says why; a
-            # line in the log is enough, not huey's traceback.
+            # Expected (a duplicate job...): the job's row says why; a line in the log is
+            # enough, not huey's traceback.
             log.warning("%s %s: %s", kind, job_id, exc)
+            return
+        if row["status"] == "done":
+            log.info("%s %s done: %s", kind, job_id, row["message"] or "done")
         else:
-            log.info("%s %s done: %s", kind, job_id, summary.get("message", "done"))
+            log.warning("%s %s %s: %s", kind, job_id, row["status"], row["error"])
 
     return TaskQueue(huey, run_job)
 

@@ -21,17 +21,19 @@ from .runner import ROUND, Progress, run_job
 STAGES = {"embed": (0.0, 0.6), "fit": (0.6, 0.8), "predict": (0.8, 0.95), "rank": (0.95, 1.0)}
 
 
-def run(project: Project, job_id: int) -> dict:
-    return run_round(project, job_id)
+def run(project: Project, job_id: int, started: bool = False) -> dict:
+    return run_round(project, job_id, started=started)
 
 
-def run_round(project: Project, round_id: int, learner: Learner | None = None) -> dict:
+def run_round(project: Project, round_id: int, learner: Learner | None = None,
+              started: bool = False) -> dict:
     """Run a queued round. On any failure the round is marked failed with its reason and the
     previous ranking keeps serving; the error is re-raised for the caller's log. A round
     that is not queued (a duplicate job, or one marked failed meanwhile) is left alone:
-    StoreError."""
+    StoreError. `started`: see runner.run_job."""
     return run_job(project, ROUND, round_id, STAGES,
-                   lambda db, progress: _rank(db, project, round_id, progress, learner))
+                   lambda db, progress: _rank(db, project, round_id, progress, learner),
+                   started)
 
 
 def _rank(db, project: Project, round_id: int, progress: Progress,

@@ -10,14 +10,15 @@ import sys
 from pathlib import Path
 
 
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGTERM if the server dies, even by kill -9."""
+def _die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Linux: this process gets `signum` if the process (the thread) that started it dies,
+    even by kill -9: the worker when the server dies, a job's process when its worker dies."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
     except OSError:
-        pass  # not Linux: the worker then outlives a killed server until stopped
+        pass  # not Linux: the process then outlives a killed parent until stopped
 
 
 # The worker beside the web server runs at a lower CPU priority: a round may take every core
@@ -62,9 +63,11 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_worker(project, workers: int = 1) -> None:
+def run_worker(project, workers: int = 0) -> None:
     """Run the project's queued jobs (rounds, clusterings, quality runs) until stopped
-    (Ctrl-C or SIGTERM)."""
+    (Ctrl-C or SIGTERM), `workers` at the same time; 0: one per kind of job, so a round
+    never waits behind a long quality run or clustering (each kind has at most one job
+    queued or running at a time, so no job waits for a thread)."""
     import logging
 
     from huey.consumer import Consumer
@@ -85,5 +88,6 @@ def run_worker(project, workers: int = 1) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # Poll at least once a second (huey's default backs off to 10 s when idle): a job asked
     # for in the browser should start at once, and a poll of SQLite costs nothing.
-    Consumer(make_queue(project).huey, workers=workers, worker_type="thread",
+    # Threads are enough: each job runs in a process of its own (runner.run_supervised).
+    Consumer(make_queue(project).huey, workers=workers or len(KINDS), worker_type="thread",
              max_delay=1.0).run()

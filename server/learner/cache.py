@@ -2,11 +2,15 @@
 
 Row i holds image id i, so a lookup is an index, and adding images only grows the file.
 A separate byte per row says whether the row is filled. One cache per backbone and input
-size (and per fine-tuned model, which sees the images differently).
+size (and per fine-tuned model, which sees the images differently). Two jobs may fill one
+cache at once (a round beside a quality run, each in its process): a row's value does not
+depend on who computes it, and growing the files is done under a lock, never shrinking them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -25,10 +29,20 @@ class EmbeddingCache:
             if stored != dim:
                 raise ValueError(f"{self.folder} holds {stored}-d embeddings, not {dim}-d")
         else:
-            meta.write_text(json.dumps({"dim": dim}))
+            partial = self.folder / f"meta.json.{os.getpid()}"
+            partial.write_text(json.dumps({"dim": dim}))
+            os.replace(partial, meta)  # another process never reads it half-written
         self._vectors_path = self.folder / "vectors.f16"
         self._filled_path = self.folder / "filled.u8"
         self._open()
+
+    @staticmethod
+    def stored_dim(folder: Path) -> int | None:
+        """The width of the embeddings a cache folder holds; None if it holds no cache."""
+        try:
+            return int(json.loads((Path(folder) / "meta.json").read_text())["dim"])
+        except FileNotFoundError:
+            return None
 
     def _capacity_on_disk(self) -> int:
         if not self._filled_path.exists():
@@ -52,12 +66,25 @@ class EmbeddingCache:
             return
         new_capacity = max(max_id + 1, int(capacity * 1.5), 1024)
         self.flush()
-        # Extending a file with truncate fills it with zeros without writing them.
-        with open(self._vectors_path, "ab") as handle:
-            handle.truncate(new_capacity * self.dim * 2)
-        with open(self._filled_path, "ab") as handle:
-            handle.truncate(new_capacity)
+        with self._growing():
+            # Another process may have grown the files meanwhile, maybe further: never
+            # shrink them. Vectors first: a filled.u8 of n rows means n rows of vectors.
+            for path, size in ((self._vectors_path, new_capacity * self.dim * 2),
+                               (self._filled_path, new_capacity)):
+                if not path.exists() or path.stat().st_size < size:
+                    # Extending a file with truncate fills it with zeros without writing them.
+                    with open(path, "ab") as handle:
+                        handle.truncate(size)
         self._open()
+
+    @contextlib.contextmanager
+    def _growing(self):
+        with open(self.folder / "grow.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def missing(self, ids: np.ndarray) -> np.ndarray:
         """The ids among `ids` with no embedding yet."""

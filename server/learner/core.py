@@ -95,9 +95,14 @@ class Learner:
         return self._data_config
 
     def cache(self) -> EmbeddingCache:
-        dim = self.backbone().num_features  # first: it reports a missing checkpoint clearly
+        if self.config.checkpoint and not Path(self.config.checkpoint).is_file():
+            self.backbone()  # first: it reports a missing checkpoint clearly
         name = f"{self.config.backbone}-{self.config.input_size}{self._weights_tag()}"
-        return EmbeddingCache(self.cache_root / "embeddings" / name, dim)
+        folder = self.cache_root / "embeddings" / name
+        # A cache that exists knows its width: a job whose embeddings are all cached (each
+        # runs in a fresh process) then never builds the network, nor imports timm.
+        dim = EmbeddingCache.stored_dim(folder) or self.backbone().num_features
+        return EmbeddingCache(folder, dim)
 
     def _weights_tag(self) -> str:
         """Which weights made the embeddings. A checkpoint is named by its file's stem plus

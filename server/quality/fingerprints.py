@@ -167,9 +167,11 @@ def fingerprints(
     chunk = 500
     chunks = [images[i : i + chunk] for i in range(0, n, chunk)]
     if workers > 1:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        executor = ProcessPoolExecutor(workers)
+        # spawn, not fork: the caller may run threads, and a fork inherits their locks.
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         results = executor.map(_fingerprint_many, chunks)
     else:
         executor = None

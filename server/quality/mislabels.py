@@ -273,7 +273,9 @@ def find_mislabels(
         score[judged] = judged_score
         scored_probs[judged] = judged_probs
         suggested[judged] = classes[judged_probs.argmax(axis=1)]
-        flagged[judged] = find_label_issues(codes, judged_probs)
+        # n_jobs=1: by default cleanlab forks a multiprocessing pool, and a fork of a process
+        # that runs threads (the worker's, torch's) can hang for ever on a lock it inherited.
+        flagged[judged] = find_label_issues(codes, judged_probs, n_jobs=1)
     rank = np.empty(n, np.int64)
     # A stable sort: ties (the unjudged zeros among them) keep the given order.
     rank[np.argsort(-score, kind="stable")] = np.arange(n)
