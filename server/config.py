@@ -30,7 +30,11 @@ _SECTIONS = {
         "backbone", "checkpoint", "pretrained", "input_size", "training_mode", "device",
         "batch_size", "loader_workers", "retrain_every",
     ),
-    "jobs": ("redis_url",),
+    "jobs": (
+        "redis_url", "time_limit_seconds", "round_time_limit_seconds",
+        "clustering_time_limit_seconds", "quality_time_limit_seconds",
+    ),
+    "server": ("secure_cookies", "behind_proxy"),
 }
 
 
@@ -77,6 +81,20 @@ class ProjectConfig:
     loader_workers: int = -1
     retrain_every: int = 0  # start a round by itself after this many new labels (0 = off)
     redis_url: str = ""  # run rounds through Redis instead of the project's SQLite queue
+    # A job still running this many seconds after the worker started it is stopped and
+    # failed with the reason (a library call that never returns must not hold the worker);
+    # the per-kind settings override it for one kind of job, 0 = this one.
+    time_limit_seconds: int = 3 * 3600
+    round_time_limit_seconds: int = 0
+    clustering_time_limit_seconds: int = 0
+    quality_time_limit_seconds: int = 0
+    # Served over HTTPS (directly or by a proxy): cookies get the Secure flag, so a browser
+    # never sends the session over plain HTTP.
+    secure_cookies: bool = False
+    # Behind one reverse proxy: trust its X-Forwarded-For/-Proto/-Host (the client's address
+    # for the login throttle, https for Secure cookies and the Origin check). Off, those
+    # headers are ignored: anyone can send them.
+    behind_proxy: bool = False
 
     def validate(self) -> None:
         if self.votes_per_image < 1:
@@ -100,9 +118,19 @@ class ProjectConfig:
         if self.batch_size < 1 or self.loader_workers < -1 or self.retrain_every < 0:
             raise ProjectError("batch_size must be positive; loader_workers >= -1 (-1: by"
                                " cores); retrain_every >= 0")
+        if self.time_limit_seconds < 1:
+            raise ProjectError("time_limit_seconds must be at least 1")
+        for kind in ("round", "clustering", "quality"):
+            if getattr(self, f"{kind}_time_limit_seconds") < 0:
+                raise ProjectError(f"{kind}_time_limit_seconds must be 0 (time_limit_seconds)"
+                                   " or positive")
         for key in ("display_size", "thumb_size"):
             if not 16 <= getattr(self, key) <= 4096:
                 raise ProjectError(f"{key} must be between 16 and 4096")
+
+    def time_limit(self, kind: str) -> int:
+        """Seconds a job of `kind` (round, clustering, quality) may run in the worker."""
+        return getattr(self, f"{kind}_time_limit_seconds") or self.time_limit_seconds
 
     def round_batch(self) -> int | None:
         """The batch a round ranks first (strategies.rank_pool), None for none."""

@@ -6,17 +6,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import store
-from .config import Project, ProjectConfig, ProjectError
+from .config import CONFIG_NAME, DB_NAME, SECRET_NAME, Project, ProjectConfig, ProjectError
 from .dataset.importer import ImportFailed, ImportReport, class_folders, import_folder
 from .passwords import generate_password, hash_password
 
 Progress = Callable[[int], None]
 
 
+PRIVATE_UMASK = 0o077  # what a project's processes write: files 0600, folders 0700
+
+
+def keep_private(project: Project) -> None:
+    """The project holds password hashes and session rows: its folder and the files at its
+    top (databases, their WAL files, the session key) are the owner's alone, whatever the
+    umask was when they were made. A folder of 0700 also closes everything under it."""
+    names = [CONFIG_NAME, SECRET_NAME, "cache", "exports"] + [
+        db + suffix for db in (DB_NAME, "jobs.db") for suffix in ("", "-wal", "-shm")]
+    for path in [project.root, *(project.root / name for name in names)]:
+        if path.is_symlink() or not path.exists():
+            continue
+        mode = 0o700 if path.is_dir() else 0o600
+        if path.stat().st_mode & 0o777 != mode:
+            try:
+                path.chmod(mode)
+            except PermissionError:
+                pass  # another user's file in the folder: theirs to fix
+
+
 def open_db(project: Project, migrate: bool = True):
     """The project's database with its consensus rules brought in line with its settings:
     how every process that judges votes (server, worker, CLI) opens a project."""
     db = store.connect(project.db_path, migrate=migrate)
+    keep_private(project)
     try:
         store.set_rules(db, store.Rules.of(project.config))
     except BaseException:

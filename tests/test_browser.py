@@ -397,3 +397,35 @@ def test_keys_pressed_fast_act_once_each_without_a_page_load(server, new_context
     assert after["id"] != twice["id"]
     assert page.evaluate("() => window.__marker") == "kept"
     assert page.locator("#flash .flash.error").count() == 0
+
+
+def test_a_cookie_saved_before_logout_is_dead_and_a_password_change_ends_other_sessions(
+        server, new_context):
+    run("user", "add", str(server["project"]), "dora", "--password", "dora-password-1")
+    server["passwords"]["dora"] = "dora-password-1"
+    first = new_context()
+    page = first.new_page()
+    log_in(page, server, "dora")
+    saved = first.cookies()
+    page.click("form.who button[type=submit]")  # Log out
+    page.wait_for_url("**/login**")
+    replayed = new_context()
+    replayed.add_cookies(saved)
+    stale = replayed.new_page()
+    stale.goto(f"{server['base']}/label")
+    assert "/login" in stale.url  # the copy of the cookie ended with the logout
+
+    here, there = new_context().new_page(), new_context().new_page()
+    log_in(here, server, "dora")
+    log_in(there, server, "dora")
+    here.click("a[href='/account/password']")
+    here.fill("input[name=current]", "dora-password-1")
+    here.fill("input[name=new]", "lantern-fjord-mosaic")
+    here.fill("input[name=again]", "lantern-fjord-mosaic")
+    with here.expect_navigation():
+        here.click("form.login button[type=submit]")
+    assert "1 other session ended" in here.inner_text("#flash")
+    there.goto(f"{server['base']}/label")
+    assert "/login" in there.url
+    here.goto(f"{server['base']}/label")
+    assert here.url.endswith("/label")

@@ -70,7 +70,8 @@ def test_a_project_is_not_created_twice(tmp_path):
     [
         ('[project]\nname = "x"\ncolour = "red"\n', r"unknown setting project\.colour"),
         ('[project]\nname = "x"\n[labeling]\nseed = 3\n', r"unknown setting labeling\.seed"),
-        ('[project]\nname = "x"\n[server]\nport = 80\n', r"unknown section \[server\]"),
+        ('[project]\nname = "x"\n[serving]\nport = 80\n', r"unknown section \[serving\]"),
+        ('[project]\nname = "x"\n[server]\nport = 80\n', r"unknown setting server.port"),
         ('name = "x"\n', r"'name' is not inside a section; sections are \[project\]"),
         ('[project]\nname = "x"\nseed = "7"\n', r"project\.seed should be int, got '7'"),
         ('[project]\nname = "x"\nseed = 7.0\n', r"project\.seed should be int, got 7\.0"),

@@ -542,10 +542,16 @@ def test_the_worker_process_runs_rounds_queued_in_the_browser(small, monkeypatch
         assert f"Round {round_id} finished: 6 labels" in status, status
         assert small.round(round_id)["status"] == "done"
         assert len(small.predictions(round_id)) == 34
+        # The worker logs what it ran, just after the row says done: wait for the line
+        # itself (on a busy machine it can come well after the row).
+        log, deadline = "", time.monotonic() + 60
+        while f"round {round_id} done" not in log:
+            assert time.monotonic() < deadline, f"the worker never logged the round:\n{log}"
+            assert worker.poll() is None, "the worker stopped"
+            time.sleep(0.1)
+            log += capfd.readouterr().err
     finally:
         stop_processes(worker)
-    log = capfd.readouterr().err
-    assert f"round {round_id} done" in log  # the worker logs what it ran
 
 
 def test_the_web_process_never_imports_torch(small):

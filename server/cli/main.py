@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,11 @@ class _Errors(click.Group):
 @click.version_option(package_name="activelabel")
 def main() -> None:
     """activelabel: label image folders with annotators in the browser."""
+    from ..projects import PRIVATE_UMASK
+
+    # Whatever this process writes (databases, exports, caches; the server and worker it
+    # starts inherit it) is the owner's alone: the project holds password hashes.
+    os.umask(PRIVATE_UMASK)
 
 
 def _progress_import(run, label: str) -> ImportReport:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import struct
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,11 +179,45 @@ def copy_path(cache_dir: Path, size: str, image_id: int) -> Path:
     return Path(cache_dir) / size / str(image_id // 1000) / f"{image_id}.jpg"
 
 
+class _Rendering:
+    """One lock per copy being rendered, so parallel requests for one uncached image (the
+    card and its prefetch, a grid reloaded) decode a 25-megapixel file once: the first
+    renders, the others wait for it and then read the file it wrote."""
+
+    def __init__(self):
+        self._guard = threading.Lock()
+        self._locks: dict[Path, list] = {}  # target -> [lock, how many hold or wait]
+
+    @contextlib.contextmanager
+    def of(self, target: Path) -> Iterator[None]:
+        with self._guard:
+            entry = self._locks.setdefault(target, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[target]
+
+
+_rendering = _Rendering()
+renders = 0  # copies rendered by this process (the bench and tests read it)
+
+
 def cached_copy(cache_dir: Path, size: str, image_id: int, source: str | Path,
                 longest_side: int, max_pixels: int) -> Path:
-    """The cached copy of an image, rendered first if it is not on disk yet. Raises
-    ImageRejected when the source cannot be read."""
+    """The cached copy of an image, rendered first if it is not on disk yet (once, however
+    many requests ask at the same time). Raises ImageRejected when the source cannot be
+    read."""
+    global renders
     target = copy_path(cache_dir, size, image_id)
-    if not target.is_file():
-        render_copy(source, target, longest_side, max_pixels)
+    if target.is_file():
+        return target
+    with _rendering.of(target):
+        if not target.is_file():  # rendered by the request this one waited for
+            render_copy(source, target, longest_side, max_pixels)
+            renders += 1
     return target

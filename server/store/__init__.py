@@ -67,7 +67,13 @@ from .review import (
     set_gold,
 )
 from .sessions import end_session, end_sessions, session_user, start_session
-from .stats import annotator_stats, class_counts, count_today, status_counts
+from .stats import (
+    annotator_stats,
+    answers_version,
+    class_counts,
+    count_today,
+    status_counts,
+)
 from .users import (
     ROLES,
     add_user,
@@ -99,6 +105,7 @@ __all__ = [
     "all_votes",
     "annotator_seconds",
     "annotator_stats",
+    "answers_version",
     "check_class_name",
     "class_by_id",
     "class_counts",

@@ -74,3 +74,13 @@ def annotator_stats(db: Database) -> list[dict]:
         row["median_seconds"] = round(median(seconds), 1) if seconds else None
         stats.append(row)
     return stats
+
+
+def answers_version(db: Database) -> tuple:
+    """Changes whenever anything the agreement report reads changes: answers are
+    append-only (an undo is a new row), so the last annotation id moves with every vote,
+    undo, adjudication; plus the latest annotator model, the classes and the users."""
+    return tuple(db.execute(
+        "SELECT (SELECT coalesce(max(id), 0) FROM annotations),"
+        " (SELECT coalesce(max(id), 0) FROM annotator_models),"
+        " (SELECT count(*) FROM classes), (SELECT count(*) FROM users)").fetchone())

@@ -5,22 +5,54 @@ and the review queue's size."""
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
-from flask import Blueprint, Response, flash, redirect, render_template, url_for
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, url_for
 
-from .. import annotators
+from .. import annotators, store
 from .auth import login_required
 from .context import get_db
 
 bp = Blueprint("agreement", __name__, url_prefix="/admin/agreement")
 
 
+class ReportCache:
+    """The agreement report and its chart, kept for one answers_version: recomputing kappa,
+    alpha and the confusion matrix over every vote on each visit costs seconds on a large
+    project, and they only change when an answer (or the model, a class, a user) does."""
+
+    def __init__(self):
+        self._lock = threading.RLock()  # the chart asks for the report inside its own get
+        self._version = None
+        self._values: dict[str, object] = {}
+        self.computed = 0  # reports computed, for the tests
+
+    def get(self, db, name: str, make):
+        version = store.answers_version(db)
+        with self._lock:  # one computation at a time; the waiters take its result
+            if version != self._version:
+                self._version, self._values = version, {}
+            if name not in self._values:
+                self._values[name] = make()
+                if name == "report":
+                    self.computed += 1
+            return self._values[name]
+
+
+def _cache() -> ReportCache:
+    return current_app.extensions.setdefault("agreement_cache", ReportCache())
+
+
+def _report():
+    db = get_db()
+    return _cache().get(db, "report", lambda: annotators.agreement_report(db))
+
+
 @bp.get("/")
 @login_required("admin")
 def index():
-    report = annotators.agreement_report(get_db())
-    return render_template("agreement.html", report=report)
+    return render_template("agreement.html", report=_report())
 
 
 @bp.post("/refit")
@@ -43,7 +75,11 @@ def refit():
 def confusion_png():
     """Between-annotator confusion: how often one annotator's class meets another's on the
     same image, over all pairs of annotators."""
-    report = annotators.agreement_report(get_db())
+    png = _cache().get(get_db(), "png", lambda: _confusion_png(_report()))
+    return Response(png, mimetype="image/png", headers={"Cache-Control": "no-store"})
+
+
+def _confusion_png(report) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,5 +105,4 @@ def confusion_png():
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    return Response(buffer.getvalue(), mimetype="image/png",
-                    headers={"Cache-Control": "no-store"})
+    return buffer.getvalue()
