@@ -98,7 +98,7 @@ def answer(image_id: int):
     except store.AlreadyAnswered:
         pass  # the first answer stands; show what comes next
     except store.NotHanded as exc:
-        abort(409, f"Not saved: {exc}. Your next image is on the way when you reload.")
+        abort(409, f"Not saved: {exc}. Reload the page for your next image.")
     except store.StoreError as exc:
         abort(404, f"{exc}. Nothing was saved.")
     else:
