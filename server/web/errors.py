@@ -78,4 +78,6 @@ def init_app(app: Flask) -> None:
             limit = current_app.config.get("MAX_CONTENT_LENGTH")
             if limit:
                 message = f"The request is larger than {limit // 1024} KiB: nothing was saved."
+        if exc.code == 404 and not custom and request.method not in ("GET", "HEAD"):
+            message += " Nothing was saved."  # a post to an id that names nothing
         return _respond(exc.code or 500, message)
