@@ -9,12 +9,14 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from server.jobs.workers import stop_processes
 from server.simulation.live_server import free_port
@@ -99,3 +101,23 @@ def screenshot(page, name: str) -> Path:
     path = OUTPUT / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def two_vote_digits_project(root: Path, users: dict[str, tuple[str, str]],
+                            images: int) -> Path:
+    """`images` real digits in a project needing two votes per image and no QA sample (so
+    every image needs exactly two and a disagreement reaches review), with `users`
+    {name: (role, password)}, made through the CLI."""
+    from server.dataset.demo import write_digits
+
+    write_digits(root / "images", root / "oracle.csv", limit=images)
+    project = root / "digits"
+    run("init", str(project), "--images", str(root / "images"),
+        "--classes", ",".join(str(d) for d in range(10)), "--votes-per-image", "2")
+    settings_path = project / "activelabel.toml"
+    settings = tomllib.loads(settings_path.read_text())
+    settings["labeling"]["qa_fraction"] = 0.0
+    settings_path.write_text(tomli_w.dumps(settings))
+    for name, (role, password) in users.items():
+        run("user", "add", str(project), name, "--role", role, "--password", password)
+    return project

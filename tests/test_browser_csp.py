@@ -9,14 +9,16 @@ headless Chromium through Playwright, as in test_browser.py.
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
-import tomli_w
-from browser_support import TIMEOUT_MS, chromium, needs_chromium, run, serving
+from browser_support import (
+    TIMEOUT_MS,
+    chromium,
+    needs_chromium,
+    serving,
+    two_vote_digits_project,
+)
 
 from server import store
-from server.dataset.demo import write_digits
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = needs_chromium
@@ -35,16 +37,7 @@ def server(tmp_path_factory):
     """A digits project needing two votes per image (so a disagreement reaches review),
     served with its worker; always stopped."""
     root = tmp_path_factory.mktemp("csp")
-    write_digits(root / "images", root / "oracle.csv", limit=IMAGES)
-    project = root / "digits"
-    run("init", str(project), "--images", str(root / "images"),
-        "--classes", ",".join(str(d) for d in range(10)), "--votes-per-image", "2")
-    settings_path = project / "activelabel.toml"
-    settings = tomllib.loads(settings_path.read_text())
-    settings["labeling"]["qa_fraction"] = 0.0
-    settings_path.write_text(tomli_w.dumps(settings))
-    for name, (role, password) in USERS.items():
-        run("user", "add", str(project), name, "--role", role, "--password", password)
+    project = two_vote_digits_project(root, USERS, IMAGES)
     with serving(project, root / "server.log") as base:
         yield {"base": base, "project": project}
 

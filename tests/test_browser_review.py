@@ -15,25 +15,22 @@ import csv
 import io
 import json
 import re
-import tomllib
 import zipfile
 
 import krippendorff
 import numpy as np
 import pytest
-import tomli_w
 from browser_support import (
     TIMEOUT_MS,
     chromium,
     needs_chromium,
-    run,
     screenshot,
     serving,
+    two_vote_digits_project,
 )
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
 from server import store
-from server.dataset.demo import write_digits
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = needs_chromium
@@ -56,17 +53,7 @@ def server(tmp_path_factory):
     """A digits project needing two votes per image, with two annotators, a reviewer and an
     admin, served by `activelabel serve` on a free port; always stopped."""
     root = tmp_path_factory.mktemp("review")
-    write_digits(root / "images", root / "oracle.csv", limit=IMAGES)
-    project = root / "digits"
-    run("init", str(project), "--images", str(root / "images"),
-         "--classes", ",".join(str(d) for d in range(10)), "--votes-per-image", "2")
-    # No QA sample: every image needs exactly the two votes.
-    settings_path = project / "activelabel.toml"
-    settings = tomllib.loads(settings_path.read_text())
-    settings["labeling"]["qa_fraction"] = 0.0
-    settings_path.write_text(tomli_w.dumps(settings))
-    for name, (role, password) in USERS.items():
-        run("user", "add", str(project), name, "--role", role, "--password", password)
+    project = two_vote_digits_project(root, USERS, IMAGES)
 
     with serving(project, root / "server.log", "--no-worker") as base:
         yield {"base": base, "project": project}
