@@ -69,10 +69,12 @@ class ProjectConfig:
     max_pixels: int = 40_000_000  # decompression-bomb limit on import
     display_size: int = 768  # longest side of the cached copy shown on the labeling page
     thumb_size: int = 160
-    backbone: str = "efficientnet_lite0"  # any timm model name
+    backbone: str = "efficientnet_lite0"  # `activelabel backbones`, or any timm model name
     checkpoint: str = ""  # a local weights file for the backbone ("" = packaged or hub weights)
     pretrained: bool = True
-    input_size: int = 64  # pixels per side fed to the backbone
+    # Pixels per side fed to the backbone; 0: chosen from the images at each job (their
+    # typical shorter side, at least 64, at most the backbone's native size).
+    input_size: int = 0
     training_mode: str = "auto"  # head | finetune | auto (finetune with CUDA, else head)
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int = 64
@@ -111,8 +113,8 @@ class ProjectConfig:
             raise ProjectError("max_pixels must be positive")
         if self.training_mode not in ("auto", "head", "finetune"):
             raise ProjectError("training_mode must be auto, head or finetune")
-        if not 16 <= self.input_size <= 1024:
-            raise ProjectError("input_size must be between 16 and 1024")
+        if self.input_size != 0 and not 16 <= self.input_size <= 1024:
+            raise ProjectError("input_size must be 0 (from the images) or between 16 and 1024")
         if self.query_batch < 0:
             raise ProjectError("query_batch must be 0 (follow retrain_every) or positive")
         if self.batch_size < 1 or self.loader_workers < -1 or self.retrain_every < 0:

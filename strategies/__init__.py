@@ -12,7 +12,7 @@ whole pool through `rank_pool`, which puts the strategy's choice of the next bat
 
 from __future__ import annotations
 
-from . import baseline, diverse, uncertainty  # noqa: F401  (registers the built-ins)
+from . import baseline, diverse, typical, uncertainty  # noqa: F401  (registers the built-ins)
 from .registry import describe, get_strategy, names, rank_pool, register
 
 __all__ = ["describe", "get_strategy", "names", "rank_pool", "register"]

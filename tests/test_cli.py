@@ -387,12 +387,25 @@ def test_demo_builds_the_digits_project_and_reuses_it(runner, tmp_path, digits):
     assert truth == {f"digit-{i:04d}.png": str(int(t)) for i, t in enumerate(digits.target)}
     assert {p.name for p in paths} == set(truth)
 
+    # Before serving, a cold-start round ordered the queue: the first cards are the most
+    # typical digit of each cluster, and they cover more digits than the import's shuffle.
+    assert "cold start (no labels yet)" in out and "input 64 px" in out
+    assert query(folder, "SELECT mode, status FROM rounds") == [("cold start", "done")]
+    first = [name for (name,) in query(
+        folder, "SELECT i.rel_path FROM queue q JOIN images i ON i.id = q.image_id"
+        " ORDER BY q.priority LIMIT 20")]
+    shuffled = [name for (name,) in query(
+        folder, "SELECT rel_path FROM images ORDER BY shuffle_key LIMIT 20")]
+    assert len({truth[f] for f in first}) > len({truth[f] for f in shuffled})
+    assert len({truth[f] for f in first}) >= 9
+
     logins = demo_logins(out)
     assert set(logins) == {"admin", "annotator"}
     assert home_of(folder, "admin", logins["admin"]) == "/admin/"
     assert home_of(folder, "annotator", logins["annotator"]) == "/label"
 
     again = ok(run(runner, "demo", folder, "--no-serve"))
+    assert "cold start" not in again  # the project exists: its queue is left as it is
     assert f"Using the existing demo project {folder}" in again
     new = demo_logins(again)
     assert set(new) == {"admin", "annotator"}

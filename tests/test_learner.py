@@ -25,6 +25,7 @@ from server.learner.backbone import (
     map_by_position,
 )
 from server.learner.cache import EmbeddingCache
+from server.learner.catalog import MIN_INPUT_SIZE, PACKAGED, architecture, choose_input_size
 from server.learner.finetune import balanced_weights
 from server.learner.head import SAMPLES_PER_COMPONENT, HeadModel, Projection, cross_validate
 
@@ -67,18 +68,65 @@ class Progress:
 
 # -- backbones and weights ---------------------------------------------------------------
 
-def test_packaged_weights_map_onto_timm_efficientnet_lite0():
-    source = _packaged_lite0_weights()
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+@pytest.mark.parametrize("name", sorted(PACKAGED))
+def test_packaged_weights_map_onto_the_tf_padded_timm_model(name):
+    entry = PACKAGED[name]
+    source = entry.weights()
+    model = timm.create_model(entry.architecture, pretrained=False)
     mapped = map_by_position(model, source)
     assert list(mapped) == list(model.state_dict())
     for (_, theirs), ours in zip(source.items(), mapped.values()):
         assert ours is theirs
     # create_backbone loads them: its first weight is the package's first weight.
-    backbone = create_backbone()
+    backbone = create_backbone(name)
     first = next(iter(source.values()))
     assert torch.equal(backbone.state_dict()["conv_stem.weight"], first)
     assert backbone.num_classes == 0 and backbone.num_features == 1280
+    assert backbone.pretrained_cfg["architecture"] == entry.architecture
+
+
+def imagenet_top1(model: torch.nn.Module) -> list[str]:
+    """The ImageNet class a 1000-class model gives each of scikit-learn's two sample photos
+    (a Chinese temple, a flower), as timm's data config for that model prepares them."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    from timm.data import ImageNetInfo, create_transform, resolve_data_config
+
+    transform = create_transform(**resolve_data_config({}, model=model))
+    info = ImageNetInfo()
+    with torch.no_grad():
+        batch = torch.stack([transform(Image.fromarray(photo))
+                             for photo in load_sample_images().images])
+        top = model.eval()(batch).argmax(dim=1)
+    return [info.index_to_description(int(i)).split(",")[0] for i in top]
+
+
+def test_packaged_lite0_sees_the_sample_photos_as_imagenet_does():
+    # Built with the padding its weights were trained with (TF "SAME"), Lite0 calls the photos
+    # a palace and a daisy; the same weights in timm's symmetric-padding efficientnet_lite0
+    # call the flower a lampshade (and lose ~3 points of linear probe on Fashion-MNIST).
+    assert imagenet_top1(create_backbone(num_classes=1000)) == ["palace", "daisy"]
+    symmetric = timm.create_model("efficientnet_lite0", pretrained=False)
+    symmetric.load_state_dict(map_by_position(symmetric, _packaged_lite0_weights()))
+    assert imagenet_top1(symmetric)[1] != "daisy"
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_larger_packaged_backbones_see_the_temple_as_a_palace(name):
+    assert imagenet_top1(create_backbone(name, num_classes=1000))[0] == "palace"
+
+
+def test_input_size_follows_the_images_within_the_backbones_range():
+    assert choose_input_size(8, "efficientnet_lite0")[0] == MIN_INPUT_SIZE
+    assert choose_input_size(28, "efficientnet_lite0")[0] == MIN_INPUT_SIZE
+    assert choose_input_size(100, "efficientnet_lite0")[0] == 96
+    size, why = choose_input_size(480, "efficientnet_lite0")
+    assert size == 224 and "capped at efficientnet_lite0's native 224" in why
+    assert choose_input_size(480, "efficientnet_lite2")[0] == 260
+    assert choose_input_size(None, "efficientnet_lite0")[0] == MIN_INPUT_SIZE
+    assert architecture("efficientnet_lite0") == "tf_efficientnet_lite0"
+    # A user's own checkpoint was trained in the timm model its name says.
+    assert architecture("efficientnet_lite0", checkpoint="mine.pth") == "efficientnet_lite0"
 
 
 def test_map_by_position_names_a_wrong_shape():
@@ -217,7 +265,9 @@ def test_embeddings_are_stable_and_per_input_size(cache_root, tmp_path, digit_fi
     other.embed(ids[:10], paths[:10], larger)
     assert larger.last == "embedded 10 of 10 images"  # its own cache: all computed
     folders = sorted(p.name for p in (cache_root / "embeddings").iterdir())
-    assert folders == ["efficientnet_lite0-32", "efficientnet_lite0-48"]
+    # Named by the architecture that makes the features: a cache of the symmetric-padding
+    # efficientnet_lite0 (before the weights were built as tf_) is never reused.
+    assert folders == ["tf_efficientnet_lite0-32", "tf_efficientnet_lite0-48"]
     assert not np.allclose(other.embeddings(ids[:10]), cached.embeddings(ids[:10]), atol=1e-2)
 
 

@@ -255,12 +255,14 @@ def test_a_failed_round_leaves_the_previous_ranking_serving(small):
         store.retract(small.db, small.user("ann"), annotation["id"])
     after_undo = small.queue()
     assert set(after_undo) > set(ranked)  # the undone images are back in the queue
+    # The next round cannot build its network: its checkpoint file is gone.
+    configure(small.project, checkpoint=str(small.project.root / "gone.pth"))
     second = small.new_round()
-    with pytest.raises(Exception, match="at least two classes"):
-        run_round(small.project, second)
+    with pytest.raises(Exception, match="gone.pth does not exist"):
+        run_round(Project.open(small.project.root), second)
     row = small.round(second)
     assert row["status"] == "failed"
-    assert "only one class has labels" in row["error"]
+    assert "gone.pth does not exist" in row["error"]
     assert small.queue() == after_undo  # the first round's ranking still serves
     assert job_rows.active(small.db, "rounds") is None
     # bob is handed the first round's top-ranked images.
@@ -272,7 +274,7 @@ def test_a_failed_round_leaves_the_previous_ranking_serving(small):
     client, _ = client_for(small.project, "admin")
     status = client.get("/admin/rounds/status").get_data(as_text=True)
     assert not polling(status)
-    assert f"Round {second} failed: a model needs labels in at least two classes" in status
+    assert f"Round {second} failed: checkpoint" in status
     assert f"The previous ranking (round {first}) is still serving." in status
 
 
@@ -508,11 +510,33 @@ def test_cli_retrain_runs_a_round_and_reports_unreadable_images(small, runner):
 
 
 def test_cli_retrain_explains_a_round_that_cannot_train(small, runner):
-    small.label_per_class("ann", 3, classes=["7"])
+    configure(small.project, checkpoint=str(small.project.root / "gone.pth"))
     result = runner.invoke(main, ["retrain", str(small.project.root)])
     assert result.exit_code == 1
-    assert "failed: a model needs labels in at least two classes" in result.output
+    assert "failed: checkpoint" in result.output and "gone.pth does not exist" in result.output
     assert job_rows.history(small.db, "rounds")[0]["status"] == "failed"
+
+
+def test_a_round_with_labels_in_one_class_is_a_cold_start(small, runner):
+    """One class labeled: no model can be trained, so the round orders the queue by
+    typicality instead of failing; the card then shows no model suggestion."""
+    labeled = small.label_per_class("ann", 3, classes=["7"])
+    result = runner.invoke(main, ["retrain", str(small.project.root)])
+    assert result.exit_code == 0, result.output
+    assert "cold start (labels in 1 class yet)" in result.output
+    assert "input size" not in result.output  # set in the settings: nothing to explain
+    row = job_rows.history(small.db, "rounds")[0]
+    assert row["status"] == "done" and row["mode"] == "cold start"
+    predictions = small.predictions(row["id"])
+    assert len(predictions) == 40 - len(labeled) and not set(predictions) & set(labeled)
+    assert all(p["class_id"] is None and p["confidence"] is None for p in predictions.values())
+    queue = small.queue()
+    assert sorted(queue, key=queue.get) == sorted(predictions,
+                                                  key=lambda i: predictions[i]["rank"])
+    bob, _ = client_for(small.project, "bob")
+    card = bob.get("/label").get_data(as_text=True)
+    first = min(predictions, key=lambda i: predictions[i]["rank"])
+    assert card_images(card)[0] == first and "class=\"suggestion\"" not in card
 
 
 # -- processes --------------------------------------------------------------------------------

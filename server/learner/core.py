@@ -25,6 +25,7 @@ class LearnerConfig:
     checkpoint: str | None = None
     pretrained: bool = True
     input_size: int = 64
+    input_size_reason: str = ""  # how input_size was chosen, for the round's summary
     batch_size: int = 64
     workers: int | None = None  # loader processes beside the forward pass; None: by cores
     mode: str = "auto"
@@ -97,7 +98,13 @@ class Learner:
     def cache(self) -> EmbeddingCache:
         if self.config.checkpoint and not Path(self.config.checkpoint).is_file():
             self.backbone()  # first: it reports a missing checkpoint clearly
-        name = f"{self.config.backbone}-{self.config.input_size}{self._weights_tag()}"
+        # Keyed by the timm architecture that makes the features, not the setting's name:
+        # efficientnet_lite0 was once built as timm's efficientnet_lite0 (symmetric padding),
+        # now as tf_efficientnet_lite0, and the old cache must not be mixed with the new.
+        from .catalog import architecture
+
+        built = architecture(self.config.backbone, self.config.checkpoint, self.config.pretrained)
+        name = f"{built}-{self.config.input_size}{self._weights_tag()}"
         folder = self.cache_root / "embeddings" / name
         # A cache that exists knows its width: a job whose embeddings are all cached (each
         # runs in a fresh process) then never builds the network, nor imports timm.

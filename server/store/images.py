@@ -222,3 +222,16 @@ def all_images(db: Database) -> list[dict]:
 def image_paths(db: Database) -> dict[int, str]:
     """image id -> the file's path."""
     return dict(db.execute("SELECT id, path FROM images").fetchall())
+
+
+def typical_side(db: Database) -> int | None:
+    """The median of the images' shorter sides (what the input size is chosen from), None
+    for a project with no images."""
+    count = image_count(db)
+    if not count:
+        return None
+    row = db.execute(
+        "SELECT min(width, height) AS side FROM images ORDER BY side LIMIT 1 OFFSET ?",
+        [count // 2],
+    ).fetchone()
+    return int(row[0])

@@ -176,10 +176,11 @@ def labels_since_last_round(db: Database) -> int:
 
 
 def round_predictions(db: Database, round_id: int) -> list[dict]:
-    """Every prediction of a round, best-ranked first, with the image's file and class name."""
+    """Every prediction of a round, best-ranked first, with the image's file and class name
+    (none after a cold start, which ranks without a model)."""
     return list(db.query(
         "SELECT p.image_id, i.rel_path AS file, c.name AS predicted, p.confidence, p.score,"
         " p.rank FROM predictions p JOIN images i ON i.id = p.image_id"
-        " JOIN classes c ON c.id = p.class_id WHERE p.round_id = ? ORDER BY p.rank",
+        " LEFT JOIN classes c ON c.id = p.class_id WHERE p.round_id = ? ORDER BY p.rank",
         [round_id],
     ))
