@@ -59,6 +59,13 @@ def build(root: Path, size: int, strategy: str, seed: int = 0) -> Project:
         vectors = centres[truth[start:stop]] + 2.0 * rng.normal(size=(stop - start, DIM))
         cache.put(np.arange(start + 1, stop + 1), vectors.astype(np.float16))
     cache.flush()
+    # What needs no labels (the neighbour graph label spreading uses, the head's projection)
+    # is computed once for a set of images, as a cold-start round does before the first
+    # labels; a round extends the graph with new images only.
+    started = time.perf_counter()
+    learner.prepare(np.arange(1, size + 1))
+    print(f"  label-free preparation of {size:,} images (neighbour graph, projection):"
+          f" {time.perf_counter() - started:.0f} s, once", flush=True)
     db.conn.close()
     return project
 

@@ -28,7 +28,7 @@ _SECTIONS = {
     "images": ("max_pixels", "display_size", "thumb_size"),
     "model": (
         "backbone", "checkpoint", "pretrained", "input_size", "training_mode", "device",
-        "batch_size", "loader_workers", "retrain_every",
+        "batch_size", "loader_workers", "retrain_every", "semi_supervised",
     ),
     "jobs": (
         "redis_url", "time_limit_seconds", "round_time_limit_seconds",
@@ -73,9 +73,13 @@ class ProjectConfig:
     checkpoint: str = ""  # a local weights file for the backbone ("" = packaged or hub weights)
     pretrained: bool = True
     # Pixels per side fed to the backbone; 0: chosen from the images at each job (their
-    # typical shorter side, at least 64, at most the backbone's native size).
+    # typical shorter side, at least 128, at most the backbone's native size).
     input_size: int = 0
     training_mode: str = "auto"  # head | finetune | auto (finetune with CUDA, else head)
+    # Spread the labels over a nearest-neighbour graph of the whole pool and blend that with
+    # the model's probabilities (learner/spreading.py): fewer labels for the same accuracy
+    # in bench/label_efficiency.py, most of all in the first few hundred.
+    semi_supervised: bool = True
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int = 64
     # processes decoding images while the network runs; 0: a thread instead; -1: by cores

@@ -389,7 +389,8 @@ def test_demo_builds_the_digits_project_and_reuses_it(runner, tmp_path, digits):
 
     # Before serving, a cold-start round ordered the queue: the first cards are the most
     # typical digit of each cluster, and they cover more digits than the import's shuffle.
-    assert "cold start (no labels yet)" in out and "input 64 px" in out
+    assert "cold start (no labels yet)" in out
+    assert "input 128 px, from the images' typical side 64 px, raised to the minimum 128" in out
     assert query(folder, "SELECT mode, status FROM rounds") == [("cold start", "done")]
     first = [name for (name,) in query(
         folder, "SELECT i.rel_path FROM queue q JOIN images i ON i.id = q.image_id"

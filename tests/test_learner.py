@@ -119,7 +119,8 @@ def test_larger_packaged_backbones_see_the_temple_as_a_palace(name):
 def test_input_size_follows_the_images_within_the_backbones_range():
     assert choose_input_size(8, "efficientnet_lite0")[0] == MIN_INPUT_SIZE
     assert choose_input_size(28, "efficientnet_lite0")[0] == MIN_INPUT_SIZE
-    assert choose_input_size(100, "efficientnet_lite0")[0] == 96
+    assert choose_input_size(150, "efficientnet_lite0")[0] == 160
+    assert choose_input_size(100, "efficientnet_lite0")[0] == MIN_INPUT_SIZE == 128
     size, why = choose_input_size(480, "efficientnet_lite0")
     assert size == 224 and "capped at efficientnet_lite0's native 224" in why
     assert choose_input_size(480, "efficientnet_lite2")[0] == 260

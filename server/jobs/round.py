@@ -88,7 +88,9 @@ def _cold_start(db, project: Project, round_id: int, learner: Learner, labeled: 
     publishes that ranking with no predictions."""
     import strategies
 
-    progress.stage("rank")(0.0, f"cold start: ranking {len(pool)} images with {COLD_START}")
+    progress.stage("rank")(0.0, "preparing the neighbour graph (once for these images)")
+    learner.prepare([r["id"] for r in labeled + pool])
+    progress.stage("rank")(0.5, f"cold start: ranking {len(pool)} images with {COLD_START}")
     embeddings = learner.embeddings([r["id"] for r in pool], np.float16)
     rng = np.random.default_rng([project.config.seed, round_id])
     order, scores = strategies.rank_pool(strategies.get_strategy(COLD_START), None, embeddings,

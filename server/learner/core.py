@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ class LearnerConfig:
     batch_size: int = 64
     workers: int | None = None  # loader processes beside the forward pass; None: by cores
     mode: str = "auto"
+    semi_supervised: bool = False  # label spreading blended in (projects: on by default)
     device: str = "auto"
     max_pixels: int = 40_000_000
     epochs: int = 8
@@ -65,6 +67,9 @@ class FitResult:
     per_class_accuracy: dict[int, float] = field(default_factory=dict)
     labels_used: int = 0
     projection: object = field(default=None, repr=False)  # the head's feature projection
+    spread: object = field(default=None, repr=False)  # spreading.Spread, when semi-supervised
+    graph: object = field(default=None, repr=False)  # the spreading operator it used
+    node_ids: object = field(default=None, repr=False)  # the images spread over
 
 
 def _no_progress(_fraction: float, _message: str) -> None:
@@ -77,6 +82,7 @@ class Learner:
         self.cache_root = Path(cache_root)
         self._model = None
         self._data_config = None
+        self._graph = None  # the neighbour graph of the latest fit
 
     # -- backbone ---------------------------------------------------------------------
     def backbone(self):
@@ -185,18 +191,12 @@ class Learner:
                    "there are no labels")
             )
         mode = self.config.resolved_mode()
-        from .head import HeadModel, Projection, sample_rows
+        from .head import HeadModel
 
         features = self.embeddings(ids)
-        # The projection needs no labels: it is fitted on the labeled images and the pool,
-        # or a random sample of both (only the sampled pool rows are read).
         pool_ids = np.asarray(pool_ids if pool_ids is not None else [], dtype=np.int64)
-        rows = sample_rows(len(ids) + len(pool_ids), self.config.seed)
-        cut = np.searchsorted(rows, len(ids))
-        basis = np.concatenate([
-            features[rows[:cut]], self.embeddings(pool_ids[rows[cut:] - len(ids)])
-        ])
-        projection = Projection.fit(basis, self.config.seed)
+        everything = np.union1d(np.asarray(ids, dtype=np.int64), pool_ids)
+        projection = self.projection(everything)
         if mode == "head":
             model = HeadModel.fit(features, labels, seed=self.config.seed, projection=projection)
         else:
@@ -205,6 +205,12 @@ class Learner:
             model = finetune(self, list(paths), labels, present, progress)
         fitted = FitResult(mode=mode, class_ids=present, model=model, labels_used=len(labels))
         fitted.projection = projection
+        if self.config.semi_supervised:
+            from .spreading import spread_for
+
+            progress(0.9, "spreading the labels over the neighbour graph")
+            fitted.node_ids, fitted.graph = self.spread_operator(everything)
+            fitted.spread = spread_for(fitted.node_ids, fitted.graph, ids, labels, present)
         if estimate:
             self.estimate(fitted, ids, labels)
         return fitted
@@ -212,12 +218,87 @@ class Learner:
     def estimate(self, fitted: FitResult, ids: Sequence[int], labels: Sequence[int]) -> None:
         """Cross-validated accuracy, overall and per class, into `fitted`. The estimate is
         the head's, on the frozen embeddings, in both modes: cross-validating a fine-tune
-        would cost k more fine-tunes; the head's is a fair guide to the tuned net's."""
+        would cost k more fine-tunes; the head's is a fair guide to the tuned net's. With
+        label spreading, each fold's held-out images get the blend, spread from the other
+        folds' labels only."""
         from .head import cross_validate
 
-        cv = cross_validate(self.embeddings(ids), np.asarray(labels, dtype=np.int64),
-                            seed=self.config.seed, projection=fitted.projection)
+        ids = np.asarray(ids, dtype=np.int64)
+        labels = np.asarray(labels, dtype=np.int64)
+        blend = None
+        if fitted.spread is not None:
+            from .spreading import spread_for
+
+            def blend(train, test, head_probs, classes):
+                spread = spread_for(fitted.node_ids, fitted.graph, ids[train], labels[train],
+                                    [int(c) for c in classes])
+                return spread.mix(ids[test], head_probs)
+
+        cv = cross_validate(self.embeddings(ids), labels, seed=self.config.seed,
+                            projection=fitted.projection, blend=blend)
         fitted.cv_accuracy, fitted.per_class_accuracy = cv
+
+    def prepare(self, ids: Sequence[int]) -> None:
+        """Compute what needs no labels for a round over `ids` (embedded): the head's
+        projection and, with label spreading, the neighbour graph and its operator. Each is
+        kept on disk for the same images, so the next round over them only trains; a cold
+        start does this before anyone has labeled."""
+        everything = np.unique(np.asarray(ids, dtype=np.int64))
+        self.projection(everything)
+        if self.config.semi_supervised:
+            self.spread_operator(everything)
+
+    def projection(self, ids: np.ndarray):
+        """The head's label-free projection fitted on `ids` (sorted), or a random sample of
+        them: kept beside the cache, keyed by the images and the seed."""
+        from .head import Projection, sample_rows
+
+        folder = self.cache().folder
+        key = hashlib.sha1(ids.tobytes() + str(self.config.seed).encode()).hexdigest()
+        path = folder / "projection.npz"
+        try:
+            with np.load(path) as stored:
+                if str(stored["key"]) == key:
+                    return Projection(stored["mean"], stored["scale"], None)
+        except (FileNotFoundError, KeyError, ValueError, OSError):
+            pass
+        rows = sample_rows(len(ids), self.config.seed)
+        projection = Projection.fit(self.embeddings(ids[rows]), self.config.seed)
+        if projection.pca is None:  # a PCA (COMPONENTS > 0) is refitted each time
+            partial = folder / f"projection.{os.getpid()}.npz"
+            np.savez(partial, key=np.array(key), mean=projection.mean, scale=projection.scale)
+            os.replace(partial, path)
+        return projection
+
+    def spread_operator(self, ids: Sequence[int]) -> tuple[np.ndarray, object]:
+        """(sorted ids, the normalised neighbour graph among them) for label spreading: the
+        graph is built once per embedding cache and extended with new images (graph.py)."""
+        from .graph import NeighbourGraphStore
+
+        cache = self.cache()
+        graphs = NeighbourGraphStore(cache.folder)
+        self._graph = graphs.ensure(ids, lambda chunk: cache.get(chunk, np.float16),
+                                    seed=self.config.seed)
+        return graphs.operator(self._graph, ids)
+
+    def predict_outside(self, fitted: FitResult, ids: Sequence[int]) -> np.ndarray:
+        """Probabilities for embedded images that were not in the round (a held-out test
+        set): the head's, blended with the spread probabilities of their nearest images in
+        the round, weighted as the graph's edges are."""
+        features = self.embeddings(ids, np.float16)
+        probs = fitted.model.predict_proba(features)
+        if fitted.spread is None:
+            return probs
+        from .graph import EDGE_POWER, NEIGHBOURS, search
+
+        graph = self._graph
+        nodes = graph.reduced[graph.positions(fitted.spread.ids)].astype(np.float32)
+        found, similarity = search(graph.reduce(features), nodes, NEIGHBOURS)
+        weights = np.maximum(similarity, 0.0) ** EDGE_POWER
+        spread = (weights[:, :, None] * fitted.spread.probs[found]).sum(axis=1)
+        spread /= np.maximum(spread.sum(axis=1, keepdims=True), 1e-12)
+        blend = fitted.spread.blend
+        return (1.0 - blend) * probs + blend * spread
 
     def predict_proba(
         self, fitted: FitResult, ids: Sequence[int], paths: Sequence[str],
@@ -227,7 +308,12 @@ class Learner:
         fine-tune both come from the tuned network, so strategies see its features."""
         if fitted.mode == "head":
             features = self.embeddings(ids, np.float16)  # a million rows: 2.5 GB, not 5
-            return fitted.model.predict_proba(features), features
-        from .finetune import predict_tuned
+            probs = fitted.model.predict_proba(features)
+        else:
+            from .finetune import predict_tuned
 
-        return predict_tuned(self, fitted.model, list(ids), list(paths), progress)
+            probs, features = predict_tuned(self, fitted.model, list(ids), list(paths),
+                                            progress)
+        if fitted.spread is not None:
+            probs = fitted.spread.mix(ids, probs)
+        return probs, features

@@ -179,22 +179,28 @@ def _probabilities(scores: np.ndarray) -> np.ndarray:
 
 def cross_validate(
     features: np.ndarray, labels: np.ndarray, unlabeled: np.ndarray | None = None, seed: int = 0,
-    projection: Projection | None = None,
+    projection: Projection | None = None, blend=None,
 ) -> tuple[float | None, dict[int, float]]:
     """Accuracy estimated by stratified k-fold on the labeled images, overall and per
     class. Classes with fewer than two labels are left out of the estimate; None when
-    too few labels remain to estimate anything."""
+    too few labels remain to estimate anything. `blend(train, test, probs, classes)`, when
+    given, turns the fold's head probabilities for the rows `test` (positions in
+    `features`) into the model's final ones, knowing only the labels of the rows `train`."""
     classes, counts = np.unique(labels, return_counts=True)
     usable = np.isin(labels, classes[counts >= 2])
     if len(np.unique(labels[usable])) < 2:
         return None, {}
     folds = int(min(MAX_FOLDS, counts[counts >= 2].min()))
     x, y = features[usable], labels[usable]
+    rows = np.flatnonzero(usable)
     if projection is None:  # label-free, so shared by the folds
         projection = Projection.fit(_basis(features, unlabeled, seed), seed)
     predicted = np.empty_like(y)
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
         model = HeadModel.fit(x[train], y[train], seed=seed, projection=projection)
-        predicted[test] = model.predict(x[test])
+        probs = model.predict_proba(x[test])
+        if blend is not None:
+            probs = blend(rows[train], rows[test], probs, model.classes_)
+        predicted[test] = model.classes_[probs.argmax(axis=1)]
     per_class = {int(c): float(np.mean(predicted[y == c] == c)) for c in np.unique(y)}
     return float(np.mean(predicted == y)), per_class

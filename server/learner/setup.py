@@ -38,6 +38,7 @@ def learner_config(project: Project) -> LearnerConfig:
         batch_size=config.batch_size,
         workers=config.loader_workers,
         mode=config.training_mode,
+        semi_supervised=config.semi_supervised,
         device=config.device,
         max_pixels=config.max_pixels,
         seed=config.seed,
