@@ -16,6 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import CLASSES, PASSWORDS, card_images, htmx_headers, login, write_digits
 
@@ -537,6 +538,40 @@ def test_a_round_with_labels_in_one_class_is_a_cold_start(small, runner):
     card = bob.get("/label").get_data(as_text=True)
     first = min(predictions, key=lambda i: predictions[i]["rank"])
     assert card_images(card)[0] == first and "class=\"suggestion\"" not in card
+
+
+def test_the_admin_prepares_the_queue_before_labels_exist(small):
+    client, _ = client_for(small.project, "admin")
+    status = client.get("/admin/rounds/status").get_data(as_text=True)
+    assert "Prepare queue</button>" in status and "Retrain now</button>" not in status
+    small.label_per_class("ann", 1, classes=["3", "4"])
+    status = client.get("/admin/rounds/status").get_data(as_text=True)
+    assert "Retrain now</button>" in status and "Prepare queue</button>" not in status
+
+
+def test_a_folder_of_photos_gets_an_input_size_from_its_images(tmp_path, runner):
+    """No input_size set: 640x480 colour images and scikit-learn's two real photos
+    (640x427) are embedded at the backbone's native 224 px, and the round says why."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(6):
+        pixels = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"generated-{index}.jpg")
+    for index, photo in enumerate(load_sample_images().images):
+        Image.fromarray(photo).save(folder / f"sample-{index}.jpg")
+    result = runner.invoke(main, ["init", str(tmp_path / "p"), "--images", str(folder),
+                                  "--classes", "photo,other"])
+    assert result.exit_code == 0, result.output
+    configure(Project.open(tmp_path / "p"), loader_workers=0)
+    result = runner.invoke(main, ["retrain", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    assert ("input 224 px, from the images' typical side 480 px, capped at efficientnet_lite0's"
+            " native 224") in result.output
+    assert (tmp_path / "p" / "cache" / "embeddings" / "tf_efficientnet_lite0-224").is_dir()
 
 
 # -- processes --------------------------------------------------------------------------------

@@ -34,6 +34,14 @@ def training_set(db: Database) -> list[dict]:
     ))
 
 
+def trained_class_count(db: Database) -> int:
+    """How many classes have a consensus label: a model needs two (else a cold start)."""
+    return db.execute(
+        "SELECT count(DISTINCT class_id) FROM image_state"
+        " WHERE status IN ('agreed', 'adjudicated')"
+    ).fetchone()[0]
+
+
 def pool(db: Database) -> list[dict]:
     """Images still waiting for votes: the ones a round ranks."""
     return [{"id": image_id, "path": path} for image_id, path in db.execute(

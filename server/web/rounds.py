@@ -38,6 +38,8 @@ def status_context() -> dict:
         "serving": round_store.serving_round(db),  # whose ranking the queue follows
         "strategies": [(n, strategies.describe(n)) for n in strategies.names()],
         "default_strategy": get_project().config.strategy,
+        # Below two labeled classes a round is a cold start: it prepares the queue.
+        "cold_start": round_store.trained_class_count(db) < 2,
     }
 
 
