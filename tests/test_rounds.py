@@ -540,6 +540,30 @@ def test_a_round_with_labels_in_one_class_is_a_cold_start(small, runner):
     assert card_images(card)[0] == first and "class=\"suggestion\"" not in card
 
 
+def test_a_round_with_every_image_labeled_trains_and_measures(small, runner, tmp_path):
+    """Nothing left to rank: the round still trains, says so and estimates its accuracy; the
+    audit and the export work on the finished project."""
+    for image_id in sorted(small.truth):
+        small.label("ann", image_id)
+    result = runner.invoke(main, ["retrain", str(small.project.root)])
+    assert result.exit_code == 0, result.output
+    row = job_rows.history(small.db, "rounds")[0]
+    assert row["status"] == "done" and row["mode"] == "head" and row["pool_size"] == 0
+    assert "nothing left to rank: every image is labeled" in row["message"]
+    assert row["accuracy"] is not None and f"{row['accuracy']:.1%}" in result.output
+    assert "nothing left to rank" in result.output
+    assert small.predictions(row["id"]) == {} and small.queue() == {}
+    out = tmp_path / "labels.csv"
+    result = runner.invoke(main, ["export", str(small.project.root), str(out), "--format",
+                                  "csv"])
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + len(small.truth)
+    result = runner.invoke(main, ["audit", str(small.project.root), "--out",
+                                  str(tmp_path / "suspects.csv")])
+    assert result.exit_code == 0, result.output
+    assert f"{len(small.truth)} consensus labels ranked" in result.output
+
+
 def test_the_admin_prepares_the_queue_before_labels_exist(small):
     client, _ = client_for(small.project, "admin")
     status = client.get("/admin/rounds/status").get_data(as_text=True)

@@ -112,6 +112,8 @@ def summary_text(round_id: int, name: str, summary: dict) -> str:
     ]
     if summary.get("input_size"):
         lines.append(f"  input size: {summary['input_size']}")
+    if summary.get("pool_size") == 0 or "nothing left to rank" in summary.get("message", ""):
+        lines.append("  nothing left to rank: every image is labeled")
     if summary.get("per_class"):
         lines.append("  per class: " + ", ".join(
             f"{k} {v:.0%}" for k, v in summary["per_class"].items()))

@@ -50,8 +50,9 @@ def _rank(db, project: Project, round_id: int, progress: Progress,
 
     fit_annotator_model(db)
     labeled, pool = round_store.snapshot(db)
-    if not pool:
-        raise LearnerError("no unlabeled images are left to rank")
+    if not pool and len({r["class_id"] for r in labeled}) < 2:
+        raise LearnerError("no unlabeled images are left to rank, and no model can be trained"
+                           " (labels in fewer than two classes)")
     everything = labeled + pool
     failed = set(learner.embed([r["id"] for r in everything],
                                [r["path"] for r in everything], progress.stage("embed")))
@@ -64,16 +65,21 @@ def _rank(db, project: Project, round_id: int, progress: Progress,
     fitted = learner.fit([r["id"] for r in labeled], [r["path"] for r in labeled],
                          [r["class_id"] for r in labeled], progress.stage("fit"),
                          pool_ids=[r["id"] for r in pool], estimate=False)
-    progress.stage("predict")(0.0, f"predicting {len(pool)} images")
-    probs, embeddings = learner.predict_proba(
-        fitted, [r["id"] for r in pool], [r["path"] for r in pool], progress.stage("predict")
-    )
-    progress.stage("rank")(0.0, f"ranking with {row['strategy']}")
-    rng = np.random.default_rng([project.config.seed, round_id])
-    order, scores = strategies.rank_pool(strategy, probs, embeddings,
-                                         project.config.round_batch(), rng)
+    if pool:
+        progress.stage("predict")(0.0, f"predicting {len(pool)} images")
+        probs, embeddings = learner.predict_proba(
+            fitted, [r["id"] for r in pool], [r["path"] for r in pool],
+            progress.stage("predict"))
+        progress.stage("rank")(0.0, f"ranking with {row['strategy']}")
+        rng = np.random.default_rng([project.config.seed, round_id])
+        order, scores = strategies.rank_pool(strategy, probs, embeddings,
+                                             project.config.round_batch(), rng)
+    else:  # every image is labeled: the model is trained and measured, nothing is ranked
+        probs = np.zeros((0, len(fitted.class_ids)))
+        order, scores = np.zeros(0, np.int64), np.zeros(0)
     summary = publish(db, round_id, pool, fitted, probs, order, scores, started,
-                      len(failed), input_note=learner.config.input_size_reason)
+                      len(failed), input_note=learner.config.input_size_reason,
+                      extra_note="" if pool else "nothing left to rank: every image is labeled")
     return _estimate(db, round_id, learner, fitted, labeled, summary, started)
 
 
@@ -134,7 +140,7 @@ def _estimate(db, round_id: int, learner: Learner, fitted, labeled: list[dict], 
 
 def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray | None,
             order: np.ndarray, scores: np.ndarray, started: float, unreadable: int = 0,
-            labels_used: int | None = None, input_note: str = "") -> dict:
+            labels_used: int | None = None, input_note: str = "", extra_note: str = "") -> dict:
     """Store the ranking (and the predictions, when a model made `probs`; a cold start has
     neither `fitted` nor `probs`) and switch the queue to it."""
     ids = np.array([r["id"] for r in pool], dtype=np.int64)
@@ -151,7 +157,7 @@ def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray | Non
         "mode": fitted.mode if fitted is not None else "cold start",
         "seconds": round(time.monotonic() - started, 2),
     }
-    notes = []
+    notes = [extra_note] if extra_note else []
     if unreadable:
         summary["unreadable"] = unreadable
         notes.append(f"{unreadable} images could not be read and were left out")
