@@ -134,3 +134,17 @@ def test_rounds_spread_their_labels_over_the_graph_beside_the_cache(tmp_path, di
     configure(project, **FAST)
     run_round(project, data.new_round("margin"))
     assert NeighbourGraphStore(folder).path.stat().st_mtime_ns == stamp
+
+
+def test_a_pool_past_the_graphs_limit_trains_without_spreading_and_says_so(tmp_path, digits):
+    project = make_project(tmp_path, digits, 40)
+    data = Data(project, digits)
+    data.label_per_class("ann", 2)
+    learner = make_learner(project)
+    learner.config.max_graph_images = 39
+    round_id = data.new_round("margin")
+    summary = run_round(project, round_id, learner)
+    assert ("no label spreading: 40 images are more than the neighbour graph's 39"
+            in data.round(round_id)["message"])
+    assert summary["accuracy"] is not None
+    assert NeighbourGraphStore(learner.cache().folder).load() is None

@@ -158,6 +158,7 @@ def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray | Non
         "seconds": round(time.monotonic() - started, 2),
     }
     notes = [extra_note] if extra_note else []
+    notes += fitted.notes if fitted is not None else []
     if unreadable:
         summary["unreadable"] = unreadable
         notes.append(f"{unreadable} images could not be read and were left out")

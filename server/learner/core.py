@@ -31,6 +31,7 @@ class LearnerConfig:
     workers: int | None = None  # loader processes beside the forward pass; None: by cores
     mode: str = "auto"
     semi_supervised: bool = False  # label spreading blended in (projects: on by default)
+    max_graph_images: int = 200_000  # graph.MAX_NODES: more images, no spreading
     device: str = "auto"
     max_pixels: int = 40_000_000
     epochs: int = 8
@@ -70,6 +71,7 @@ class FitResult:
     spread: object = field(default=None, repr=False)  # spreading.Spread, when semi-supervised
     graph: object = field(default=None, repr=False)  # the spreading operator it used
     node_ids: object = field(default=None, repr=False)  # the images spread over
+    notes: list[str] = field(default_factory=list)  # for the round's summary
 
 
 def _no_progress(_fraction: float, _message: str) -> None:
@@ -205,7 +207,11 @@ class Learner:
             model = finetune(self, list(paths), labels, present, progress)
         fitted = FitResult(mode=mode, class_ids=present, model=model, labels_used=len(labels))
         fitted.projection = projection
-        if self.config.semi_supervised:
+        limit = self.config.max_graph_images
+        if self.config.semi_supervised and len(everything) > limit:
+            fitted.notes.append(f"no label spreading: {len(everything):,} images are more than"
+                                f" the neighbour graph's {limit:,}")
+        elif self.config.semi_supervised:
             from .spreading import spread_for
 
             progress(0.9, "spreading the labels over the neighbour graph")
@@ -245,7 +251,7 @@ class Learner:
         start does this before anyone has labeled."""
         everything = np.unique(np.asarray(ids, dtype=np.int64))
         self.projection(everything)
-        if self.config.semi_supervised:
+        if self.config.semi_supervised and len(everything) <= self.config.max_graph_images:
             self.spread_operator(everything)
 
     def projection(self, ids: np.ndarray):
