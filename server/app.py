@@ -67,7 +67,7 @@ def create_app(project_dir: str | os.PathLike | None = None, test_config: dict |
 
     app.extensions["jobs"] = make_queue(project)  # enqueues jobs; the worker runs them
     Htmx(app)
-    from .web import headers
+    from .web import headers, upload
 
     headers.init_app(app)  # before CSRFProtect: a cross-site post is refused first
     CSRFProtect(app)
@@ -75,4 +75,5 @@ def create_app(project_dir: str | os.PathLike | None = None, test_config: dict |
     from .web import register
 
     register(app)
+    upload.init_app(app)  # large bodies: checks its own CSRF token before reading them
     return app

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from . import store
 from .config import CONFIG_NAME, DB_NAME, SECRET_NAME, Project, ProjectConfig, ProjectError
 from .dataset.importer import ImportFailed, ImportReport, class_folders, import_folder
+from .dataset.label_file import LabelFile, read_label_file, unknown_classes
+from .dataset.layout import folded, shown
 from .passwords import generate_password, hash_password
 
 Progress = Callable[[int], None]
@@ -55,15 +57,31 @@ def init_project(
     votes_per_image: int = 1,
     progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
+    labels: str | Path | None = None,
+    add_classes: bool = False,
+    unlabeled_folders: Iterable[str] = (),
     **settings,
 ) -> tuple[Project, ImportReport]:
-    """Create a project from an image folder. Classes come from `classes`, or else from the
-    folder's first-level sub-folders (folder-per-class layout). `settings` are further
-    ProjectConfig fields (qa_fraction=0.0, say)."""
+    """Create a project from an image folder. Classes come from `classes` (then only those
+    folders are classes), or else from the folder's layout (`dataset.layout`: one sub-folder
+    per class, pools of unlabeled and maybe folders left out) and the label file's labels.
+    `settings` are further ProjectConfig fields (qa_fraction=0.0, say). Everything is checked
+    before the project folder is made."""
     images = Path(images).expanduser().resolve()
     if not images.is_dir():  # before anything is created
         raise ImportFailed(f"{images} is not a folder")
-    names = classes if classes else class_folders(images)
+    unlabeled_folders = list(unlabeled_folders)
+    if classes and (both := [n for n in classes if n.strip().casefold()
+                             in folded(unlabeled_folders)]):
+        raise ProjectError(f"{', '.join(both)}: a class and an --unlabeled-folder at once")
+    label_file = read_label_file(labels, images) if labels is not None else None
+    if classes:
+        names = list(classes)
+        if label_file is not None:
+            names += unknown_classes(label_file, {n.strip() for n in names}, add_classes)
+    else:
+        names = class_folders(images, unlabeled_folders)
+        names += [n for n in (label_file.classes if label_file else []) if n not in names]
     if not names:
         raise ProjectError(
             f"no classes: pass --classes a,b,c or arrange {images} as one sub-folder per class"
@@ -84,7 +102,8 @@ def init_project(
     db = open_db(project)
     try:
         store.add_classes(db, names)
-        report = import_images(project, images, progress=progress, on_start=on_start, db=db)
+        report = _import(project, db, images, label_file, add_classes, unlabeled_folders,
+                         progress, on_start)
     finally:
         db.conn.close()
     return project, report
@@ -96,23 +115,43 @@ def import_images(
     *,
     progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
+    labels: str | Path | None = None,
+    add_classes: bool = False,
+    unlabeled_folders: Iterable[str] = (),
     db=None,
 ) -> ImportReport:
+    """Add a folder's images to a project; `labels` is a label file (CSV or JSONL) for them,
+    checked whole before anything is written."""
+    label_file = None
+    if labels is not None:  # its paths are relative to the folder: that must exist first
+        root = Path(images).expanduser().resolve()
+        if not root.is_dir():
+            raise ImportFailed(f"{shown(images)} is not a folder")
+        label_file = read_label_file(labels, root)
     own = db is None
     db = db or open_db(project)
     try:
-        return import_folder(
-            db,
-            images,
-            seed=project.config.seed,
-            votes_needed=project.config.votes_per_image,
-            max_pixels=project.config.max_pixels,
-            progress=progress,
-            on_start=on_start,
-        )
+        return _import(project, db, images, label_file, add_classes, unlabeled_folders,
+                       progress, on_start)
     finally:
         if own:
             db.conn.close()
+
+
+def _import(project: Project, db, images, label_file: LabelFile | None, add_classes: bool,
+            unlabeled_folders, progress, on_start) -> ImportReport:
+    return import_folder(
+        db,
+        images,
+        seed=project.config.seed,
+        votes_needed=project.config.votes_per_image,
+        max_pixels=project.config.max_pixels,
+        progress=progress,
+        on_start=on_start,
+        labels=label_file,
+        add_classes=add_classes,
+        unlabeled_folders=unlabeled_folders,
+    )
 
 
 def add_user(project: Project, name: str, role: str, password: str | None = None) -> str:

@@ -32,6 +32,7 @@ RULES = {
     "admin.reset_password": "admin",
     "account.password": "annotator",
     "admin.import_report": "admin",
+    "upload.upload_images": "admin",
     "export.download": "admin",
     "rounds.status": "admin",
     "rounds.retrain": "admin",

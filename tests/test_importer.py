@@ -566,19 +566,25 @@ def test_cli_import_reports_duplicates_and_trims_long_reports(tmp_path, runner, 
         "0 images added (0 labeled from class folders), 25 duplicates, 0 skipped,"
         " 0 other files ignored"
     )
-    assert lines[1].startswith("  duplicate: ") and "already in the project as" in lines[1]
-    assert len([line for line in lines if line.startswith("  duplicate: ")]) == 20
+    # what the folder means is told again, though nothing is new
+    assert lines[1].startswith("  10 classes: 0 (3), 1 (3), 2 (3)")
+    duplicates = [line for line in lines if line.startswith("  duplicate: ")]
+    assert len(duplicates) == 20 and lines[2] == duplicates[0]
+    assert all("already in the project as" in line
+               and line.endswith("; it has answers, kept as they are") for line in duplicates)
     assert lines[-1] == "  ... and 5 more (see the admin page)"
 
 
 def test_cli_names_folders_that_are_not_classes(tmp_path, runner, digits):
     folder = tmp_path / "images"
-    write_digits(folder / "unsorted", digits, 2)
+    write_digits(folder / "misc", digits, 2)
+    write_digits(folder / "unsorted", digits, 1, start=2)  # a pool by its name: no note
     result = runner.invoke(
         main, ["init", str(tmp_path / "cli"), "--images", str(folder), "--classes", "cat,dog"]
     )
     assert result.exit_code == 0, result.output
-    assert "folders that are not classes (imported unlabeled): unsorted" in result.stdout
+    assert "folders that are not classes (imported unlabeled): misc\n" in result.stdout
+    assert "  3 unlabeled (in misc/, unsorted/)\n" in result.stdout
 
 
 def test_cli_reports_names_that_are_not_utf8(tmp_path, runner, digits):

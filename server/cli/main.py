@@ -81,10 +81,31 @@ def _open_db(project: Project) -> Iterator[Database]:
 
 def _print_report(report: ImportReport, limit: int = 20) -> None:
     click.echo(report.summary())
+    for line in report.understood_lines():
+        click.echo(f"  {line}")
+    for warning in report.warnings:
+        click.echo(f"Warning: {warning}")
     for issue in report.issues[:limit]:
         click.echo(f"  {issue['kind']}: {issue['path']}: {issue['reason']}")
     if len(report.issues) > limit:
         click.echo(f"  ... and {len(report.issues) - limit} more (see the admin page)")
+
+
+def _layout_options(command):
+    """The options that say how a folder's images are read, on init and import alike."""
+    for option in reversed((
+        click.option("--unlabeled-folder", "unlabeled_folders", multiple=True, metavar="NAME",
+                     help="A first-level folder of unlabeled images, as pool, unlabeled,"
+                          " unsorted, todo and new are (repeatable)."),
+        click.option("--labels", default=None, metavar="FILE",
+                     help="A label file for the images: CSV with a file,label header, or"
+                          " JSONL; paths relative to the image folder."),
+        click.option("--add-classes", is_flag=True,
+                     help="Add the classes the label file names that the project lacks"
+                          " (else they are an error)."),
+    )):
+        command = option(command)
+    return command
 
 
 @main.command()
@@ -92,10 +113,13 @@ def _print_report(report: ImportReport, limit: int = 20) -> None:
 @click.option("--images", "images", required=True, type=click.Path(file_okay=False),
               help="Folder of images to import (sub-folders named like classes give labels).")
 @click.option("--classes", default=None,
-              help="Comma-separated class names; default: the image folder's sub-folders.")
+              help="Comma-separated class names (only those folders are classes); default:"
+                   " the image folder's class folders.")
 @click.option("--seed", default=0, show_default=True, help="Seeds the queue order and splits.")
 @click.option("--votes-per-image", default=1, show_default=True, help="Votes each image needs.")
-def init(project: str, images: str, classes: str | None, seed: int, votes_per_image: int) -> None:
+@_layout_options
+def init(project: str, images: str, classes: str | None, seed: int, votes_per_image: int,
+         unlabeled_folders: tuple[str, ...], labels: str | None, add_classes: bool) -> None:
     """Create a project folder from a folder of images."""
     from ..projects import init_project
 
@@ -105,7 +129,8 @@ def init(project: str, images: str, classes: str | None, seed: int, votes_per_im
     def run(progress, on_start):
         created["project"], report = init_project(
             project, images, names, seed=seed, votes_per_image=votes_per_image,
-            progress=progress, on_start=on_start,
+            progress=progress, on_start=on_start, labels=labels, add_classes=add_classes,
+            unlabeled_folders=unlabeled_folders,
         )
         return report
 
@@ -118,14 +143,19 @@ def init(project: str, images: str, classes: str | None, seed: int, votes_per_im
 @main.command(name="import")
 @click.argument("project", type=click.Path(file_okay=False))
 @click.argument("folder", type=click.Path(file_okay=False))
-def import_cmd(project: str, folder: str) -> None:
-    """Add the images of FOLDER to a project (same content twice gives one image)."""
+@_layout_options
+def import_cmd(project: str, folder: str, unlabeled_folders: tuple[str, ...],
+               labels: str | None, add_classes: bool) -> None:
+    """Add the images of FOLDER to a project (same content twice gives one image, and an
+    image already answered keeps its answers)."""
     from ..projects import import_images
 
     opened = Project.open(project)
 
     def run(progress, on_start):
-        return import_images(opened, folder, progress=progress, on_start=on_start)
+        return import_images(opened, folder, progress=progress, on_start=on_start,
+                             labels=labels, add_classes=add_classes,
+                             unlabeled_folders=unlabeled_folders)
 
     report = _progress_import(run, "Importing")
     _print_report(report)
@@ -225,7 +255,8 @@ def classes(project: str, add: tuple[str, ...]) -> None:
 # the same message as on the web, and exit status 1 like every other bad request.
 @click.option("--format", "fmt", default="imagefolder", show_default=True,
               help="imagefolder, csv or jsonl.")
-@click.option("--split", default="0.8,0.1,0.1", show_default=True, help="train,val,test")
+@click.option("--split", default="0.8,0.1,0.1", show_default=True,
+              help="train,val,test fractions, or keep: each image's imported split")
 @click.option("--seed", default=None, help="Default: the project's seed.")
 @click.option("--drop-duplicates", is_flag=True,
               help="Leave out extra copies of near-duplicate groups (see the quality page).")

@@ -26,6 +26,10 @@ from pathlib import Path
 from . import csv_writer
 
 SPLIT_NAMES = ("train", "val", "test")
+# `--split keep`: no fractions, the split each image came with (a DIR/train/<class>/ import,
+# what a public data set or an earlier export ships), so a fixed val/test set stays fixed.
+# Images imported without one (labeled later from a pool) go to train.
+KEEP_SPLIT: tuple[Fraction, ...] = ()
 COLUMNS = ("path", "sha256", "label", "split", "status", "votes", "agreement", "voters", "file")
 DISPUTED_COLUMNS = ("path", "sha256", "leading_label", "status", "votes", "agreement", "voters")
 MISSING_NAME = "MISSING.txt"
@@ -46,7 +50,10 @@ class ExportError(ValueError):
 
 def parse_split(text: str) -> tuple[Fraction, ...]:
     """'0.8,0.1,0.1' -> (4/5, 1/10, 1/10): one to three non-negative parts summing to
-    exactly 1. Fractions, not floats, so 0.7,0.2,0.1 sums to 1 and the counts are exact."""
+    exactly 1. Fractions, not floats, so 0.7,0.2,0.1 sums to 1 and the counts are exact.
+    'keep' -> KEEP_SPLIT: the split each image was imported with."""
+    if text.strip().lower() == "keep":
+        return KEEP_SPLIT
     raw = [p.strip() for p in text.split(",")]
     if not all(_PART.fullmatch(p) for p in raw):
         raise ExportError(
@@ -107,7 +114,10 @@ def assign_splits(rows: list[dict], fractions: tuple[Fraction, ...], seed: int,
     the same labels give the same split. `groups` (image ids of near-duplicates) never
     straddle parts: every member follows the split of the group's lowest id that is
     exported, so a copy of a training image cannot leak into val or test. Returns the
-    rows (by image id) with a 'split'."""
+    rows (by image id) with a 'split'. With KEEP_SPLIT each row keeps its `kept_split`
+    (train when it has none), groups or not: the data set's own split is what was asked."""
+    if fractions == KEEP_SPLIT:
+        return [{**row, "split": row.get("kept_split") or "train"} for row in rows]
     split = _stratified(rows, fractions, seed)
     by_id = {row["id"]: row for row in split}
     for group in groups:

@@ -1,7 +1,10 @@
 """Import a folder of images: find the files, check each one, add the good ones, report the rest.
 
-A bad file never stops an import: it is skipped with a reason in the report. Images inside a
-first-level folder named like a class arrive labeled (an annotation from source 'import').
+A bad file never stops an import: it is skipped with a reason in the report. Where each image
+belongs (a class, unlabeled, doubtful, a split) is the folder layout's to say (`layout.py`),
+or a label file's (`label_file.py`), which wins for the files it names. An image already in
+the project (the same content) is never added twice, and gets the import's answer only if
+nobody has answered it yet; what the import understood is in the report (`import_report.py`).
 """
 
 from __future__ import annotations
@@ -10,9 +13,8 @@ import hashlib
 import multiprocessing
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -20,61 +22,14 @@ from sqlite_utils import Database
 
 from .. import store
 from .imaging import EXTENSIONS, ImageRejected, check_image
+from .import_report import ImportReport, Understood, warnings
+from .label_file import LabelFile, unknown_classes
+from .layout import ImportFailed, Layout, Placement, class_folders, shown, undecodable
+
+__all__ = ["ImportFailed", "ImportReport", "check_file", "class_folders", "import_folder", "scan"]
 
 BATCH = 500
 PARALLEL_FROM = 1000  # below this many files, worker processes cost more than they save
-
-
-class ImportFailed(Exception):
-    """The import as a whole cannot run (no such folder); single bad files never raise."""
-
-
-@dataclass
-class ImportReport:
-    import_id: int
-    source: str
-    found: int = 0
-    added: int = 0
-    labeled: int = 0
-    ignored: int = 0
-    issues: list[dict] = field(default_factory=list)  # {path, kind, reason}
-    unmatched_folders: list[str] = field(default_factory=list)
-
-    @property
-    def skipped(self) -> list[dict]:
-        return [i for i in self.issues if i["kind"] == "skipped"]
-
-    @property
-    def duplicates(self) -> list[dict]:
-        return [i for i in self.issues if i["kind"] == "duplicate"]
-
-    def summary(self) -> str:
-        text = (
-            f"{self.added} images added ({self.labeled} labeled from class folders), "
-            f"{len(self.duplicates)} duplicates, {len(self.skipped)} skipped, "
-            f"{self.ignored} other files ignored"
-        )
-        if self.unmatched_folders:
-            text += (
-                "; folders that are not classes (imported unlabeled): "
-                + ", ".join(sorted(self.unmatched_folders))
-            )
-        return text
-
-
-def _shown(path: str | Path) -> str:
-    """A path as people (and SQLite) can take it: bytes that are not UTF-8 become U+FFFD."""
-    return os.fsencode(path).decode("utf-8", "replace")
-
-
-def _undecodable(path: str | Path) -> bool:
-    """os.walk turns name bytes that are not UTF-8 into lone surrogates. Such a path cannot
-    be stored (SQLite wants UTF-8), printed or shown in a page, so it cannot be imported."""
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _link_problem(path: Path, root: Path) -> str | None:
@@ -92,7 +47,7 @@ def _link_problem(path: Path, root: Path) -> str | None:
 
 
 def _skipped(path: Path, reason: str) -> dict:
-    return {"path": _shown(path), "kind": "skipped", "reason": reason}
+    return {"path": shown(path), "kind": "skipped", "reason": reason}
 
 
 def _prune_folders(here: Path, dirnames: list[str], root: Path, issues: list[dict]) -> None:
@@ -103,7 +58,7 @@ def _prune_folders(here: Path, dirnames: list[str], root: Path, issues: list[dic
         sub = here / name
         if name.startswith("."):
             continue
-        if _undecodable(sub):
+        if undecodable(sub):
             issues.append(_skipped(sub, "folder name is not valid UTF-8; rename it"))
         elif sub.is_symlink():
             reason = _link_problem(sub, root) or (
@@ -129,7 +84,7 @@ def scan(root: Path) -> tuple[list[Path], list[dict], int]:
             path = here / name
             if name.startswith(".") or path.suffix.lower() not in EXTENSIONS:
                 ignored += 1
-            elif _undecodable(path):
+            elif undecodable(path):
                 issues.append(_skipped(path, "file name is not valid UTF-8; rename it"))
             elif path.is_symlink() and (problem := _link_problem(path, root)):
                 issues.append(_skipped(path, problem))
@@ -182,15 +137,32 @@ def _checked(
         yield from map(check, paths)
 
 
-def _class_of(rel: Path, class_ids: dict[str, int], unmatched: set[str]) -> int | None:
-    """The class an image's first-level folder names (at any depth below it), or None for
-    images at the top level; folders named like no class are noted in `unmatched`."""
-    if len(rel.parts) < 2:
-        return None
-    class_id = class_ids.get(rel.parts[0])
-    if class_id is None:
-        unmatched.add(rel.parts[0])
-    return class_id
+def _placed(rel: Path, layout: Layout, labels: LabelFile | None,
+            class_ids: dict[str, int]) -> tuple[Placement, bool]:
+    """Where an image belongs, and whether the label file said so (it wins for its rows)."""
+    placement = layout.place(rel)
+    row = labels.rows.get(rel.as_posix()) if labels else None
+    if row is None:
+        return placement, False
+    return Placement("label", class_ids[row[0]], placement.split, placement.folder), True
+
+
+def _tally(understood: Understood, placement: Placement, by_file: bool,
+           names: dict[int, str]) -> None:
+    if placement.answer == "label":
+        understood.classes[names[placement.class_id]] += 1
+        if by_file:
+            understood.from_label_file += 1
+        else:
+            understood.class_folders.add(names[placement.class_id])
+    elif placement.answer == "unsure":
+        understood.maybe += 1
+        understood.maybe_folders.add(placement.folder or "")
+    else:
+        understood.unlabeled += 1
+        understood.unlabeled_folders.add(placement.folder or "")
+    if placement.split:
+        understood.splits[placement.split] += 1
 
 
 def import_folder(
@@ -204,15 +176,24 @@ def import_folder(
     on_start: Callable[[int], None] | None = None,
     workers: int | None = None,
     parallel_from: int = PARALLEL_FROM,
+    labels: LabelFile | None = None,
+    add_classes: bool = False,
+    unlabeled_folders: Iterable[str] = (),
 ) -> ImportReport:
-    """Import the images below `folder` into db; see the module docstring. `workers`
-    (default: one per CPU) and `parallel_from` decide when files are checked in worker
-    processes."""
+    """Import the images below `folder` into db; see the module docstring. `labels` is a
+    label file read (and so checked) already; its classes the project lacks are an error,
+    or with `add_classes` added. `unlabeled_folders` name more folders of unlabeled images.
+    `workers` (default: one per CPU) and `parallel_from` decide when files are checked in
+    worker processes."""
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
-        raise ImportFailed(f"{_shown(folder)} is not a folder")
-    if _undecodable(root):
-        raise ImportFailed(f"{_shown(root)}: the folder's path is not valid UTF-8; rename it")
+        raise ImportFailed(f"{shown(folder)} is not a folder")
+    if undecodable(root):
+        raise ImportFailed(f"{shown(root)}: the folder's path is not valid UTF-8; rename it")
+    if labels is not None:  # before anything is written: a bad class changes nothing
+        known = {c["name"] for c in store.classes(db)}
+        if missing := unknown_classes(labels, known, add_classes):
+            store.add_classes(db, missing)
     paths, issues, ignored = scan(root)
     if on_start:
         on_start(len(paths))
@@ -221,24 +202,35 @@ def import_folder(
         ignored=ignored, issues=issues,
     )
     class_ids = {c["name"]: c["id"] for c in store.classes(db)}
+    names = {class_id: name for name, class_id in class_ids.items()}
+    layout = Layout.of(root, class_ids, unlabeled_folders)
+    understood = report.understood
+    understood.classes.update({name: 0 for name in class_ids})  # listed in the project's order
     unmatched: set[str] = set()
     seen: dict[str, str] = {}
     batch: list[dict] = []
 
     def flush() -> None:
         existing = store.known_hashes(db, [b["sha256"] for b in batch])
-        fresh = []
-        for image in batch:
-            if image["sha256"] in existing:
-                report.issues.append(
-                    {"path": image["path"], "kind": "duplicate",
-                     "reason": f"already in the project as {existing[image['sha256']]}"}
-                )
-            else:
-                fresh.append(image)
+        known = [image for image in batch if image["sha256"] in existing]
+        answered = store.answer_unanswered(db, [image for image in known if image["answer"]])
+        understood.answered_known += len(answered)
+        for image in known:
+            reason = f"already in the project as {existing[image['sha256']]}"
+            if image["sha256"] in answered:
+                reason += f"; it had no answer and got this import's ({image['answer']})"
+            elif image["answer"]:
+                reason += "; it has answers, kept as they are"
+            report.issues.append({"path": image["path"], "kind": "duplicate", "reason": reason})
+        fresh = [image for image in batch if image["sha256"] not in existing]
         store.add_images(db, report.import_id, fresh, seed=seed, votes_needed=votes_needed)
         report.added += len(fresh)
-        report.labeled += sum(1 for image in fresh if image.get("class_id") is not None)
+        for image in fresh:
+            if image["answer"] == "label":
+                if image["by_file"]:
+                    report.from_label_file += 1
+                else:
+                    report.labeled += 1
         batch.clear()
 
     for path, facts in zip(paths, _checked(paths, max_pixels, workers, parallel_from)):
@@ -255,36 +247,40 @@ def import_folder(
             continue
         seen[facts["sha256"]] = str(path)
         rel = path.relative_to(root)
-        class_id = _class_of(rel, class_ids, unmatched)
-        batch.append({**facts, "path": str(path), "rel_path": rel.as_posix(), "class_id": class_id})
+        placement, by_file = _placed(rel, layout, labels, class_ids)
+        if placement.unmatched and not by_file:
+            unmatched.add(placement.folder)
+        _tally(understood, placement, by_file, names)
+        batch.append({**facts, "path": str(path), "rel_path": rel.as_posix(),
+                      "answer": placement.answer, "class_id": placement.class_id,
+                      "split": placement.split, "by_file": by_file})
         if len(batch) >= BATCH:
             flush()
     if batch:
         flush()
+    if labels is not None:
+        understood.label_file, understood.label_rows = labels.name, len(labels.rows)
+        found = {path.relative_to(root).as_posix() for path in paths}
+        for rel, (_label, line) in sorted(labels.rows.items(), key=lambda item: item[1][1]):
+            if rel not in found:
+                report.issues.append({
+                    "path": shown(root / rel), "kind": "not found",
+                    "reason": f"line {line} of {labels.name} names it; no such image in"
+                              " the folder (its label is not used)"})
     report.unmatched_folders = sorted(unmatched)
+    report.warnings = warnings(understood)
     store.finish_import(
         db,
         report.import_id,
         {
             "added": report.added,
-            "labeled": report.labeled,
+            "labeled": report.labeled + report.from_label_file,
             "duplicates": len(report.duplicates),
             "skipped": len(report.skipped),
             "ignored": report.ignored,
         },
         report.issues,
+        understood={**understood.as_dict(), "added_from_label_file": report.from_label_file},
+        warnings=report.warnings,
     )
     return report
-
-
-def class_folders(folder: str | Path) -> list[str]:
-    """First-level sub-folders: the classes of a folder-per-class layout. Hidden and linked
-    folders, and names that are not UTF-8, are left out, as scan() leaves them out."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise ImportFailed(f"{_shown(folder)} is not a folder")
-    return sorted(
-        p.name for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and not p.is_symlink()
-        and not _undecodable(p.name)
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Iterable
 
@@ -10,6 +11,7 @@ from sqlite_utils import Database
 
 from .connection import StoreError, is_row_id, now_iso, write
 from .consensus import get_rules
+from .labels import refresh_state
 from .rounds import unranked_priority
 
 NAME_MAX = 64
@@ -89,27 +91,38 @@ def is_qa(seed: int, sha256: str, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") < fraction * 2**64
 
 
+def _answer(image: dict) -> str | None:
+    """The answer an image arrives with: 'label' (its class_id is the label), 'unsure' (its
+    class_id, if any, only a hint) or None (unlabeled)."""
+    if "answer" in image:
+        return image["answer"]
+    return "label" if image.get("class_id") is not None else None
+
+
 def add_images(
     db: Database, import_id: int, images: list[dict], seed: int, votes_needed: int | None = None
 ) -> list[int]:
     """Insert checked images (dicts with sha256, path, rel_path, width, height, format, mode,
-    bytes and optional class_id) in one transaction. Images with a class_id get an 'import'
-    label. Each unlabeled image needs the rules' votes_per_image votes (or `votes_needed`),
-    and qa_votes if it is drawn for the QA sample. Returns the new ids, in order. Hashes
-    already present raise StoreError."""
+    bytes, and optional class_id, answer and split) in one transaction. An image arrives with
+    the answer 'label' (the default when it has a class_id) as an 'import' label, with
+    'unsure' as an 'import' unsure answer (class_id, if given, is the hint it was filed
+    under), or with none. Each unlabeled image needs the rules' votes_per_image votes (or
+    `votes_needed`), and qa_votes if it is drawn for the QA sample. Returns the new ids, in
+    order. Hashes already present raise StoreError."""
     ids: list[int] = []
     stamp = now_iso()
     rules = get_rules(db)
     base_votes = votes_needed or rules.votes_per_image
     with write(db):
         for image in images:
-            qa = image.get("class_id") is None and is_qa(seed, image["sha256"], rules.qa_fraction)
+            answer = _answer(image)
+            qa = answer is None and is_qa(seed, image["sha256"], rules.qa_fraction)
             votes_needed = max(base_votes, rules.qa_votes) if qa else base_votes
             try:
                 cursor = db.execute(
                     "INSERT INTO images (sha256, path, rel_path, width, height, format, mode,"
-                    " bytes, import_id, added_at, votes_needed, shuffle_key, qa)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " bytes, import_id, added_at, votes_needed, shuffle_key, qa, split)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         image["sha256"],
                         image["path"],
@@ -124,6 +137,7 @@ def add_images(
                         votes_needed,
                         shuffle_key(seed, image["sha256"]),
                         int(qa),
+                        image.get("split"),
                     ],
                 )
             except sqlite3.IntegrityError as exc:  # a duplicate hash
@@ -131,7 +145,17 @@ def add_images(
             image_id = cursor.lastrowid
             ids.append(image_id)
             class_id = image.get("class_id")
-            if class_id is None:
+            if answer == "unsure":
+                db.execute(
+                    "INSERT INTO annotations (image_id, user_id, kind, class_id, source,"
+                    " created_at) VALUES (?, NULL, 'unsure', ?, 'import', ?)",
+                    [image_id, class_id, stamp],
+                )
+                # The consensus rules decide, as for a person's unsure answer. Doubtful
+                # images are few; the two cases below write their one outcome directly,
+                # which keeps an import of many thousands fast.
+                refresh_state(db, image_id)
+            elif answer is None:
                 db.execute(
                     "INSERT INTO image_state (image_id, status, votes, unsure, updated_at)"
                     " VALUES (?, 'needs_votes', 0, 0, ?)",
@@ -160,12 +184,14 @@ def add_images(
     return ids
 
 
-def finish_import(db: Database, import_id: int, counts: dict, issues: list[dict]) -> None:
-    """Record the totals of an import and one row per skipped or duplicate file."""
+def finish_import(db: Database, import_id: int, counts: dict, issues: list[dict],
+                  understood: dict | None = None, warnings: Iterable[str] = ()) -> None:
+    """Record the totals of an import, what it understood of the folder's layout and the
+    warnings about it, and one row per skipped or duplicate file."""
     with write(db):
         db.execute(
             "UPDATE import_runs SET finished_at = ?, added = ?, labeled = ?, duplicates = ?,"
-            " skipped = ?, ignored = ? WHERE id = ?",
+            " skipped = ?, ignored = ?, understood = ?, warnings = ? WHERE id = ?",
             [
                 now_iso(),
                 counts["added"],
@@ -173,6 +199,8 @@ def finish_import(db: Database, import_id: int, counts: dict, issues: list[dict]
                 counts["duplicates"],
                 counts["skipped"],
                 counts["ignored"],
+                json.dumps(understood or {}, ensure_ascii=False),
+                json.dumps(list(warnings), ensure_ascii=False),
                 import_id,
             ],
         )
@@ -182,13 +210,21 @@ def finish_import(db: Database, import_id: int, counts: dict, issues: list[dict]
         )
 
 
+def _run(row: dict) -> dict:
+    """An import_runs row with its JSON read; runs from before migration 7 (or unfinished
+    ones) understood nothing that was recorded: {} and []."""
+    return {**row, "understood": json.loads(row["understood"] or "{}"),
+            "warnings": json.loads(row["warnings"] or "[]")}
+
+
 def import_runs(db: Database, limit: int = 20) -> list[dict]:
-    return list(db.query("SELECT * FROM import_runs ORDER BY id DESC LIMIT ?", [limit]))
+    return [_run(row) for row in
+            db.query("SELECT * FROM import_runs ORDER BY id DESC LIMIT ?", [limit])]
 
 
 def import_run(db: Database, import_id: int) -> dict | None:
     rows = list(db.query("SELECT * FROM import_runs WHERE id = ?", [import_id]))
-    return rows[0] if rows else None
+    return _run(rows[0]) if rows else None
 
 
 def import_issues(db: Database, import_id: int, limit: int = 500) -> list[dict]:

@@ -173,6 +173,35 @@ def add_vote(
     return cursor.lastrowid
 
 
+def answer_unanswered(db: Database, answers: list[dict]) -> set[str]:
+    """Give images already in the project the answer a later import found for them (dicts
+    with sha256, answer 'label' or 'unsure', class_id), appended from source 'import', but
+    only where nobody has answered the image yet: no effective label, skip, unsure,
+    adjudication or review request, the import's own included. So importing a folder again
+    never adds to or changes an image people (or an earlier import) have answered. Returns
+    the hashes answered now."""
+    answered: set[str] = set()
+    if not answers:
+        return answered
+    with write(db):
+        for item in answers:
+            row = db.execute("SELECT id FROM images WHERE sha256 = ?", [item["sha256"]]).fetchone()
+            if row is None or db.execute(
+                "SELECT 1 FROM annotations a WHERE a.image_id = ? AND a.kind IN"
+                f" ('label', 'skip', 'unsure', 'adjudicate', 'review') AND {EFFECTIVE} LIMIT 1",
+                [row[0]],
+            ).fetchone():
+                continue
+            db.execute(
+                "INSERT INTO annotations (image_id, user_id, kind, class_id, source, created_at)"
+                " VALUES (?, NULL, ?, ?, 'import', ?)",
+                [row[0], item["answer"], item.get("class_id"), now_iso()],
+            )
+            refresh_state(db, row[0])
+            answered.add(item["sha256"])
+    return answered
+
+
 def adjudicate(db: Database, user_id: int, image_id: int, class_id: int,
                gold: bool = False) -> int:
     """A reviewer's final label, appended as an 'adjudicate' annotation; a later one
@@ -328,12 +357,13 @@ def _with_voters(db: Database, rows: list[dict]) -> list[dict]:
 
 def labeled_images(db: Database) -> list[dict]:
     """Every image with a consensus label (agreed or adjudicated), for export: original
-    path, hash, label, status, vote count, agreement and the votes themselves."""
+    path, hash, label, status, vote count, agreement, the votes themselves, and the split
+    it was imported with (`kept_split`, None when it came with none)."""
     return _with_voters(db, list(
         db.query(
-            "SELECT i.id, i.path, i.rel_path, i.sha256, c.name AS label, s.votes, s.status,"
-            " s.agreement FROM image_state s JOIN images i ON i.id = s.image_id"
-            " JOIN classes c ON c.id = s.class_id"
+            "SELECT i.id, i.path, i.rel_path, i.sha256, i.split AS kept_split, c.name AS label,"
+            " s.votes, s.status, s.agreement FROM image_state s"
+            " JOIN images i ON i.id = s.image_id JOIN classes c ON c.id = s.class_id"
             f" WHERE s.status IN {FINAL_SQL} ORDER BY i.id"
         )
     ))

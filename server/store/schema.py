@@ -330,3 +330,16 @@ def m006_sessions(db: Database) -> None:
         foreign_keys=[("user_id", "users", "id")],
     )
     db["sessions"].create_index(["user_id"])
+
+
+@migrations()
+def m007_import_layouts(db: Database) -> None:
+    # The split an image came with (train | val | test, from a DIR/train/<class>/ layout;
+    # NULL when none), so `export --split keep` can give the data set its own split back.
+    db["images"].add_column("split", str)
+    # What each import understood of its folder, shown before anyone finds out the hard way:
+    # JSON {"classes": {name: images}, "unlabeled": n, "maybe": n, "splits": {...}, ...}, and
+    # the warnings about it (a class named like a pool folder, one class far above the rest).
+    db["import_runs"].add_column("understood", str)
+    db["import_runs"].add_column("warnings", str)
+

@@ -6,6 +6,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 
 from .. import store
+from ..dataset.import_report import understood_lines
 from ..passwords import generate_password, hash_password
 from .auth import login_required
 from .context import get_db, get_project
@@ -104,4 +105,5 @@ def import_report(import_id: int):
     run = store.import_run(db, import_id)
     if run is None:
         abort(404, f"No import with id {import_id}.")
-    return render_template("import_report.html", run=run, issues=store.import_issues(db, import_id))
+    return render_template("import_report.html", run=run, issues=store.import_issues(db, import_id),
+                           understood=understood_lines(run["understood"]))
