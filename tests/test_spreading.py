@@ -4,6 +4,8 @@ whose rounds spread their labels over the graph kept beside the embedding cache.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -118,6 +120,14 @@ def test_rounds_spread_their_labels_over_the_graph_beside_the_cache(tmp_path, di
     spread_round = data.new_round("margin")
     summary = run_round(project, spread_round)
     assert summary["mode"] == "head" and summary["accuracy"] is not None
+    # The estimate's held-out predictions fitted a temperature, and the published
+    # confidences were rescaled by it: each still at least 1 / classes.
+    row = data.round(spread_round)
+    assert row["temperature"] == pytest.approx(summary["temperature"]) and row["temperature"] > 0
+    errors = json.loads(row["calibration"])
+    assert 0 <= errors["error_before"] <= 1 and 0 <= errors["error_after"] <= 1
+    assert all(1 / 10 - 1e-9 <= p["confidence"] <= 1
+               for p in data.predictions(spread_round).values())
     folder = make_learner(project).cache().folder
     graph = NeighbourGraphStore(folder).load()
     assert len(graph.ids) == 60 and (folder / "projection.npz").exists()

@@ -80,7 +80,7 @@ def _rank(db, project: Project, round_id: int, progress: Progress,
     summary = publish(db, round_id, pool, fitted, probs, order, scores, started,
                       len(failed), input_note=learner.config.input_size_reason,
                       extra_note="" if pool else "nothing left to rank: every image is labeled")
-    return _estimate(db, round_id, learner, fitted, labeled, summary, started)
+    return _estimate(db, round_id, learner, fitted, labeled, summary, started, pool, probs)
 
 
 COLD_START = "typiclust"
@@ -117,7 +117,7 @@ def _cold_start(db, project: Project, round_id: int, learner: Learner, labeled: 
 
 
 def _estimate(db, round_id: int, learner: Learner, fitted, labeled: list[dict], summary: dict,
-              started: float) -> dict:
+              started: float, pool: list[dict] = (), probs: np.ndarray | None = None) -> dict:
     """The cross-validated accuracy, computed once annotators already have the new ranking
     (it takes longer than the rest of a head round). A failure here leaves the round done,
     with no estimate and the reason in its message."""
@@ -132,10 +132,29 @@ def _estimate(db, round_id: int, learner: Learner, fitted, labeled: list[dict], 
     classes = {c["id"]: c["name"] for c in store.classes(db)}
     summary["accuracy"] = fitted.cv_accuracy
     summary["per_class"] = {classes[c]: a for c, a in fitted.per_class_accuracy.items()}
+    if fitted.temperature is not None and len(pool):
+        try:
+            _recalibrate(db, round_id, pool, probs, fitted)
+            summary["temperature"] = fitted.temperature
+            summary["calibration_error"] = fitted.calibration_error
+        except Exception:  # published and measured: only the rescaling is missing
+            traceback.print_exc()
     summary["seconds"] = round(time.monotonic() - started, 2)
     round_store.record_estimate(db, round_id, fitted.cv_accuracy, summary["per_class"], None,
                                 summary["seconds"])
     return summary
+
+
+def _recalibrate(db, round_id: int, pool: list[dict], probs: np.ndarray, fitted) -> None:
+    """Rescale the published confidences by the temperature the estimate fitted on held-out
+    predictions (learner/calibration.py): the ranking stays as published (one temperature
+    hardly moves an order by margin), the confidence a card and a grid show becomes one
+    that held-out labels bear out."""
+    from ..learner.calibration import apply_temperature
+
+    confidence = apply_temperature(probs, fitted.temperature).max(axis=1)
+    round_store.record_calibration(db, round_id, np.array([r["id"] for r in pool]), confidence,
+                                   fitted.temperature, *fitted.calibration_error)
 
 
 def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray | None,

@@ -72,6 +72,8 @@ class FitResult:
     graph: object = field(default=None, repr=False)  # the spreading operator it used
     node_ids: object = field(default=None, repr=False)  # the images spread over
     notes: list[str] = field(default_factory=list)  # for the round's summary
+    temperature: float | None = None  # fitted on out-of-fold predictions (estimate)
+    calibration_error: tuple[float, float] | None = None  # held-out ECE before, after
 
 
 def _no_progress(_fraction: float, _message: str) -> None:
@@ -227,7 +229,8 @@ class Learner:
         would cost k more fine-tunes; the head's is a fair guide to the tuned net's. With
         label spreading, each fold's held-out images get the blend, spread from the other
         folds' labels only."""
-        from .head import cross_validate
+        from .calibration import expected_calibration_error, fit_temperature
+        from .head import out_of_fold
 
         ids = np.asarray(ids, dtype=np.int64)
         labels = np.asarray(labels, dtype=np.int64)
@@ -240,9 +243,25 @@ class Learner:
                                     [int(c) for c in classes])
                 return spread.mix(ids[test], head_probs)
 
-        cv = cross_validate(self.embeddings(ids), labels, seed=self.config.seed,
-                            projection=fitted.projection, blend=blend)
-        fitted.cv_accuracy, fitted.per_class_accuracy = cv
+        held_out = out_of_fold(self.embeddings(ids), labels, seed=self.config.seed,
+                               projection=fitted.projection, blend=blend)
+        if held_out is None:
+            fitted.cv_accuracy, fitted.per_class_accuracy = None, {}
+            return
+        _rows, y, probs, classes = held_out
+        predicted = classes[probs.argmax(axis=1)]
+        fitted.cv_accuracy = float(np.mean(predicted == y))
+        fitted.per_class_accuracy = {int(c): float(np.mean(predicted[y == c] == c))
+                                     for c in classes}
+        # One temperature on the same held-out predictions: the probabilities a round
+        # publishes are rescaled by it (calibration.py), so "90 % sure" means 90 % right.
+        right = predicted == y
+        fitted.temperature = fit_temperature(probs, np.searchsorted(classes, y))
+        from .calibration import apply_temperature
+
+        fitted.calibration_error = (
+            expected_calibration_error(probs, right),
+            expected_calibration_error(apply_temperature(probs, fitted.temperature), right))
 
     def prepare(self, ids: Sequence[int]) -> None:
         """Compute what needs no labels for a round over `ids` (embedded): the head's

@@ -183,24 +183,41 @@ def cross_validate(
 ) -> tuple[float | None, dict[int, float]]:
     """Accuracy estimated by stratified k-fold on the labeled images, overall and per
     class. Classes with fewer than two labels are left out of the estimate; None when
-    too few labels remain to estimate anything. `blend(train, test, probs, classes)`, when
-    given, turns the fold's head probabilities for the rows `test` (positions in
-    `features`) into the model's final ones, knowing only the labels of the rows `train`."""
+    too few labels remain to estimate anything. `blend`: see out_of_fold."""
+    held_out = out_of_fold(features, labels, unlabeled, seed, projection, blend)
+    if held_out is None:
+        return None, {}
+    _rows, y, probs, classes = held_out
+    predicted = classes[probs.argmax(axis=1)]
+    per_class = {int(c): float(np.mean(predicted[y == c] == c)) for c in np.unique(y)}
+    return float(np.mean(predicted == y)), per_class
+
+
+def out_of_fold(
+    features: np.ndarray, labels: np.ndarray, unlabeled: np.ndarray | None = None, seed: int = 0,
+    projection: Projection | None = None, blend=None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Stratified k-fold predictions for the labeled images, each from a model that did not
+    see its label: (rows of `features` predicted, their labels, probabilities over
+    `classes`, classes). Classes with fewer than two labels are left out; None when fewer
+    than two classes remain. `blend(train, test, probs, classes)`, when given, turns the
+    fold's head probabilities for the rows `test` (positions in `features`) into the
+    model's final ones, knowing only the labels of the rows `train`."""
     classes, counts = np.unique(labels, return_counts=True)
     usable = np.isin(labels, classes[counts >= 2])
     if len(np.unique(labels[usable])) < 2:
-        return None, {}
+        return None
     folds = int(min(MAX_FOLDS, counts[counts >= 2].min()))
     x, y = features[usable], labels[usable]
     rows = np.flatnonzero(usable)
+    classes = np.unique(y)
     if projection is None:  # label-free, so shared by the folds
         projection = Projection.fit(_basis(features, unlabeled, seed), seed)
-    predicted = np.empty_like(y)
+    probs = np.zeros((len(y), len(classes)))
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
         model = HeadModel.fit(x[train], y[train], seed=seed, projection=projection)
-        probs = model.predict_proba(x[test])
+        fold = model.predict_proba(x[test])
         if blend is not None:
-            probs = blend(rows[train], rows[test], probs, model.classes_)
-        predicted[test] = model.classes_[probs.argmax(axis=1)]
-    per_class = {int(c): float(np.mean(predicted[y == c] == c)) for c in np.unique(y)}
-    return float(np.mean(predicted == y)), per_class
+            fold = blend(rows[train], rows[test], fold, model.classes_)
+        probs[np.ix_(test, np.searchsorted(classes, model.classes_))] = fold
+    return rows, y, probs, classes

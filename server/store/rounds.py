@@ -148,6 +148,28 @@ def record_estimate(db: Database, round_id: int, accuracy: float | None, per_cla
         )
 
 
+def record_calibration(db: Database, round_id: int, image_ids: np.ndarray,
+                       confidence: np.ndarray, temperature: float, error_before: float,
+                       error_after: float) -> None:
+    """A finished round's calibrated confidences (the temperature fitted on held-out
+    predictions applied), PREDICTION_CHUNK rows per transaction so votes never wait long,
+    and the temperature with the held-out calibration error before and after it."""
+    rows = list(zip(confidence.tolist(), (int(round_id) for _ in range(len(image_ids))),
+                    image_ids.tolist()))
+    for start in range(0, len(rows), PREDICTION_CHUNK):
+        with write(db):
+            db.conn.executemany(
+                "UPDATE predictions SET confidence = ? WHERE round_id = ? AND image_id = ?",
+                rows[start:start + PREDICTION_CHUNK])
+        pause_for_writers()
+    with write(db):
+        db.execute(
+            "UPDATE rounds SET temperature = ?, calibration = ? WHERE id = ?",
+            [temperature, json.dumps({"error_before": error_before,
+                                      "error_after": error_after}), round_id],
+        )
+
+
 def queue_priority(db: Database, image_id: int) -> float:
     """Where an image returning to the queue goes: its rank in the latest round, else
     after every ranked image."""

@@ -343,3 +343,11 @@ def m007_import_layouts(db: Database) -> None:
     db["import_runs"].add_column("understood", str)
     db["import_runs"].add_column("warnings", str)
 
+
+
+@migrations()
+def m008_round_calibration(db: Database) -> None:
+    # The temperature a round fitted on its held-out predictions (its published confidences
+    # are rescaled by it) and the held-out calibration error before and after, as JSON.
+    db["rounds"].add_column("temperature", float)
+    db["rounds"].add_column("calibration", str)
