@@ -5,8 +5,12 @@ For each pool size: a real project database with that many images, 2,000 of them
 nothing is decoded), then `run_round` exactly as the worker runs it: fit the head, predict
 the pool, rank it (with new projects' default strategy unless --strategy says), store
 predictions and switch the queue in one transaction, then add the cross-validated accuracy
-estimate (after annotators already have the new ranking).
-Prints the seconds until the queue switched, the seconds with the estimate, and peak memory.
+estimate (after annotators already have the new ranking). What needs no labels (the
+neighbour graph, the head's projection) is prepared once beforehand, as a cold-start round
+does. Each pool runs two rounds side by side: with label spreading (the default) and with
+the head alone.
+Prints the seconds until the queue switched, the seconds with the estimate, peak memory and
+the ratio of the two rounds' switch times.
 
     python bench/round_latency.py [--sizes 20000,100000,1000000] [--strategy margin]
 """
@@ -83,23 +87,29 @@ def main() -> None:
             project = build(Path(tmp) / f"p{size}", size, args.strategy)
             setup = time.perf_counter() - started
             db = store.connect(project.db_path)
-            round_id = job_rows.queue(db, "rounds", None, strategy=args.strategy)[0]
-            learner = make_learner(project)
-            learner.backbone()  # built once, as in a long-running worker
-            started = time.perf_counter()
-            summary = run_round(project, round_id, learner)
-            seconds = time.perf_counter() - started
-            first = store.next_images(db, 1, n=1) if store.get_user(db, 1) else None
-            pool = job_rows.get(db, "rounds", round_id)["pool_size"]
+            switched = {}
+            # Side by side on the same pool: label spreading (the default) and the head
+            # alone, so the spreading's cost reads as a ratio on a noisy machine.
+            for spreading in (True, False):
+                round_id = job_rows.queue(db, "rounds", None, strategy=args.strategy)[0]
+                learner = make_learner(project)
+                learner.config.semi_supervised = spreading
+                learner.backbone()  # built once, as in a long-running worker
+                started = time.perf_counter()
+                summary = run_round(project, round_id, learner)
+                seconds = time.perf_counter() - started
+                pool = job_rows.get(db, "rounds", round_id)["pool_size"]
+                ranked = summary["ranked_seconds"]
+                switched[spreading] = ranked
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                print(f"pool {size:>9,} {'spreading' if spreading else 'head only':>9}: queue"
+                      f" switched after {ranked:5.2f} s, with the estimate {seconds:5.2f} s"
+                      f" (ranked {pool:,}, {summary['labels_used']} labels, cv accuracy"
+                      f" {summary['accuracy']:.3f}); setup {setup:.0f} s; peak memory so far"
+                      f" {peak:,.0f} MB", flush=True)
             db.conn.close()
-            ranked = summary["ranked_seconds"]
-            results.append((size, ranked))
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(f"pool {size:>9,}: queue switched after {ranked:5.2f} s, with the estimate"
-                  f" {seconds:5.2f} s (ranked {pool:,}, {summary['labels_used']} labels,"
-                  f" cv accuracy {summary['accuracy']:.3f}); setup {setup:.0f} s;"
-                  f" peak memory so far {peak:,.0f} MB", flush=True)
-            del first
+            results.append((size, switched[True]))
+            print(f"  spreading / head only: {switched[True] / switched[False]:.2f}x")
     if len(results) > 1:
         (n0, t0), (n1, t1) = results[0], results[-1]
         print(f"growth: {n1 / n0:.0f}x the pool took {t1 / t0:.1f}x the time to switch the queue")
