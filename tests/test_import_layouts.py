@@ -123,12 +123,14 @@ def test_a_team_folder_is_ten_classes_a_pool_and_maybes_in_review(tmp_path, runn
     maybes = {k for k, v in found.items() if v[0] == "disputed"}
     assert maybes == ({f"maybe/digit-{i:04d}.png" for i in range(300, 304)}
                       | {"3/maybe/digit-0400.png", "3/maybe/digit-0401.png"})
-    # an 'unsure' answer from the import, the class folder kept as its hint
+    # an 'unsure' answer from the import, the class folder kept as its hint, and a review
+    # request beside it
     answers = query(project, "SELECT i.rel_path, a.kind, a.source, a.user_id, c.name FROM"
                              " annotations a JOIN images i ON i.id = a.image_id LEFT JOIN classes c"
                              " ON c.id = a.class_id WHERE i.rel_path LIKE '%maybe/%'")
     assert sorted(answers) == sorted(
-        [(p, "unsure", "import", None, "3" if p.startswith("3/") else None) for p in maybes])
+        [(p, "unsure", "import", None, "3" if p.startswith("3/") else None) for p in maybes]
+        + [(p, "review", "import", None, None) for p in maybes])
 
     db = store.connect(project / "activelabel.db")
     try:
@@ -234,8 +236,9 @@ def test_maybe_and_unsure_folders_give_unsure_answers_with_their_class_as_hint(
 
 
 def test_a_maybe_image_trains_nothing_until_someone_decides(tmp_path, runner, digits):
-    """With two votes per image the import's unsure answer is one of them, as a person's
-    would be: the image waits for the other vote, then for a reviewer."""
+    """Even with two votes per image a maybe image is in review from the start (the import
+    appends a review request beside its unsure answer): no annotator is handed it, and it
+    trains once a reviewer decides."""
     folder = tmp_path / "images"
     write_digits(folder / "cat", digits, 2)
     write_digits(folder / "dog", digits, 2, start=2)
@@ -250,10 +253,10 @@ def test_a_maybe_image_trains_nothing_until_someone_decides(tmp_path, runner, di
     try:
         image = store.get_image(db, image_ids(project)["maybe/digit-0010.png"])
         cat = next(c["id"] for c in store.classes(db) if c["name"] == "cat")
-        assert store.state_of(db, image["id"])["status"] == "needs_votes"
-        ann = store.get_user_by_name(db, "ann")["id"]
-        store.add_vote(db, ann, image["id"], "label", cat)
         assert store.state_of(db, image["id"])["status"] == "disputed"
+        ann = store.get_user_by_name(db, "ann")["id"]
+        handed = store.next_images(db, ann, n=10)
+        assert image["id"] not in handed
         assert image["id"] not in {r["id"] for r in round_store.training_set(db)}
         assert store.review_queue(db, 10) == [image["id"]]
         store.adjudicate(db, store.get_user_by_name(db, "rita")["id"], image["id"], cat)

@@ -11,7 +11,7 @@ from sqlite_utils import Database
 
 from .connection import StoreError, is_row_id, now_iso, write
 from .consensus import get_rules
-from .labels import refresh_state
+from .labels import import_review_request, refresh_state
 from .rounds import unranked_priority
 
 NAME_MAX = 64
@@ -151,9 +151,10 @@ def add_images(
                     " created_at) VALUES (?, NULL, 'unsure', ?, 'import', ?)",
                     [image_id, class_id, stamp],
                 )
-                # The consensus rules decide, as for a person's unsure answer. Doubtful
-                # images are few; the two cases below write their one outcome directly,
-                # which keeps an import of many thousands fast.
+                import_review_request(db, image_id, stamp)
+                # The consensus rules decide, as for any review request. Doubtful images
+                # are few; the two cases below write their one outcome directly, which
+                # keeps an import of many thousands fast.
                 refresh_state(db, image_id)
             elif answer is None:
                 db.execute(

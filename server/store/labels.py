@@ -197,9 +197,22 @@ def answer_unanswered(db: Database, answers: list[dict]) -> set[str]:
                 " VALUES (?, NULL, ?, ?, 'import', ?)",
                 [row[0], item["answer"], item.get("class_id"), now_iso()],
             )
+            if item["answer"] == "unsure":
+                import_review_request(db, row[0], now_iso())
             refresh_state(db, row[0])
             answered.add(item["sha256"])
     return answered
+
+
+def import_review_request(db: Database, image_id: int, stamp: str) -> None:
+    """An imported 'maybe' image goes to review from the start, whatever votes_per_image
+    asks: a review request from source 'import' beside its unsure answer (inside the
+    caller's write transaction; the caller refreshes the state)."""
+    db.execute(
+        "INSERT INTO annotations (image_id, user_id, kind, source, created_at)"
+        " VALUES (?, NULL, 'review', 'import', ?)",
+        [image_id, stamp],
+    )
 
 
 def adjudicate(db: Database, user_id: int, image_id: int, class_id: int,
