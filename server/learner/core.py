@@ -302,6 +302,10 @@ class Learner:
 
         cache = self.cache()
         graphs = NeighbourGraphStore(cache.folder)
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        cached = graphs.cached_operator(ids)
+        if cached is not None:  # the same images as last time: the graph need not be read
+            return ids, cached
         self._graph = graphs.ensure(ids, lambda chunk: cache.get(chunk, np.float16),
                                     seed=self.config.seed)
         return graphs.operator(self._graph, ids)
@@ -314,9 +318,9 @@ class Learner:
         probs = fitted.model.predict_proba(features)
         if fitted.spread is None:
             return probs
-        from .graph import EDGE_POWER, NEIGHBOURS, search
+        from .graph import EDGE_POWER, NEIGHBOURS, NeighbourGraphStore, search
 
-        graph = self._graph
+        graph = self._graph or NeighbourGraphStore(self.cache().folder).load()
         nodes = graph.reduced[graph.positions(fitted.spread.ids)].astype(np.float32)
         found, similarity = search(graph.reduce(features), nodes, NEIGHBOURS)
         weights = np.maximum(similarity, 0.0) ** EDGE_POWER

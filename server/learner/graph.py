@@ -140,28 +140,40 @@ class NeighbourGraphStore:
         """(sorted ids, spreading.operator of the graph among them), cached on disk: between
         two rounds over the same images only the labels change, and building it anew took a
         quarter of a second at 100,000 images."""
-        import hashlib
-
         from scipy import sparse
 
         from .spreading import operator
 
         ids = np.unique(np.asarray(ids, dtype=np.int64))
-        key = hashlib.sha1(ids.tobytes() + graph.neighbours[:1].tobytes()
-                           + str(self.path.stat().st_mtime_ns).encode()).hexdigest()
-        cached = self.folder / f"operator-{self.k}.npz"
-        try:
-            if (self.folder / f"operator-{self.k}.key").read_text() == key:
-                return ids, sparse.load_npz(cached)
-        except (FileNotFoundError, ValueError, OSError):
-            pass
+        cached = self.cached_operator(ids)
+        if cached is not None:
+            return ids, cached
         s = operator(adjacency(graph, ids))
         with self._locked():
             partial = self.folder / f"operator-{self.k}.{os.getpid()}.npz"
             sparse.save_npz(partial, s, compressed=False)
-            os.replace(partial, cached)
-            (self.folder / f"operator-{self.k}.key").write_text(key)
+            os.replace(partial, self.folder / f"operator-{self.k}.npz")
+            (self.folder / f"operator-{self.k}.key").write_text(self._operator_key(ids))
         return ids, s
+
+    def cached_operator(self, ids: np.ndarray):
+        """The stored operator when it was built for exactly these sorted ids from the graph
+        as it is on disk now (so every id is a node), else None: a round over the same
+        images then reads neither the graph nor its neighbours."""
+        from scipy import sparse
+
+        try:
+            if (self.folder / f"operator-{self.k}.key").read_text() == self._operator_key(ids):
+                return sparse.load_npz(self.folder / f"operator-{self.k}.npz")
+        except (FileNotFoundError, ValueError, OSError):
+            pass
+        return None
+
+    def _operator_key(self, ids: np.ndarray) -> str:
+        import hashlib
+
+        stamp = self.path.stat().st_mtime_ns
+        return hashlib.sha1(ids.tobytes() + f"{self.k}:{stamp}".encode()).hexdigest()
 
     def _build(self, ids: np.ndarray, vectors_of: VectorsOf, seed: int) -> Graph:
         from sklearn.decomposition import PCA

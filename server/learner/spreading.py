@@ -36,12 +36,14 @@ def spread(s, labeled: np.ndarray, labels: np.ndarray, classes: int,
     nodes `labeled` (positions) with `labels` (column indices 0..classes-1). A node no
     label reaches gets the uniform distribution."""
     n = s.shape[0]
-    y = np.zeros((n, classes), np.float32)
     counts = np.bincount(labels, minlength=classes).astype(np.float32)
-    y[labeled, labels] = 1.0 / counts[labels]
-    f = y.copy()
+    start = (1.0 / counts[labels]).astype(np.float32)  # Y's only non-zero cells
+    f = np.zeros((n, classes), np.float32)
+    f[labeled, labels] = start
     for _ in range(iterations):
-        f = alpha * (s @ f) + (1.0 - alpha) * y
+        f = s @ f
+        f *= alpha
+        f[labeled, labels] += (1.0 - alpha) * start  # + (1 - a) Y, on its cells alone
     np.maximum(f, 0.0, out=f)
     total = f.sum(axis=1, keepdims=True)
     out = np.full((n, classes), 1.0 / classes)
