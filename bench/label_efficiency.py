@@ -55,31 +55,38 @@ TEST_OFFSET = 100_001  # test image j has id TEST_OFFSET + j; train image i has 
 COLD_START = "typiclust"
 
 
+def embed_fashion(input_size: int, pool_size: int, semi_supervised: bool = False):
+    """(pool features, pool labels, test features, test labels, learner): the first
+    `pool_size` training images and the 10,000 test images, embedded through the learner's
+    own pipeline and cache (float16, as the cache holds them); other benches share it."""
+    train_x, train_y = load("train")
+    test_x, test_y = load("test")
+    paths = write_pngs(train_x[:pool_size], OUT / "fashion" / "train", "train")
+    paths += write_pngs(test_x, OUT / "fashion" / "test", "test")
+    learner = Learner(LearnerConfig(input_size=input_size, workers=1,
+                                    semi_supervised=semi_supervised), OUT / "cache")
+    # Fixed ids per image: the cache is keyed by id, so runs with other pools reuse it.
+    pool_ids = np.arange(1, pool_size + 1)
+    test_ids = np.arange(TEST_OFFSET, TEST_OFFSET + len(test_y))
+    started = time.perf_counter()
+    learner.embed(np.r_[pool_ids, test_ids], paths)
+    print(f"embeddings ready in {time.perf_counter() - started:.0f} s ({len(paths)} images,"
+          f" {input_size}x{input_size})")
+    return (learner.embeddings(pool_ids, np.float16), train_y[:pool_size],
+            learner.embeddings(test_ids, np.float16), test_y, learner)
+
+
 class Data:
     """Embeddings of the whole 20,000 pool and the test set, the neighbour graph over the
     pool (as a round builds it) and each test image's nearest pool images."""
 
     def __init__(self, input_size: int, pool_size: int):
-        train_x, train_y = load("train")
-        test_x, test_y = load("test")
-        paths = write_pngs(train_x[:pool_size], OUT / "fashion" / "train", "train")
-        paths += write_pngs(test_x, OUT / "fashion" / "test", "test")
-        self.learner = Learner(LearnerConfig(input_size=input_size, workers=1,
-                                             semi_supervised=True), OUT / "cache")
-        # Fixed ids per image: the cache is keyed by id, so runs with other pools reuse it.
+        self.x, self.y, self.test_x, self.test_y, self.learner = embed_fashion(
+            input_size, pool_size, semi_supervised=True)
         self.pool_ids = np.arange(1, pool_size + 1)
-        self.test_ids = np.arange(TEST_OFFSET, TEST_OFFSET + len(test_y))
-        started = time.perf_counter()
-        self.learner.embed(np.r_[self.pool_ids, self.test_ids], paths)
-        print(f"embeddings ready in {time.perf_counter() - started:.0f} s ({len(paths)} images,"
-              f" {input_size}x{input_size})")
-        self.x = self.learner.embeddings(self.pool_ids, np.float16)
-        self.y = train_y[:pool_size]
-        self.test_x = self.learner.embeddings(self.test_ids, np.float16)
-        self.test_y = test_y
         started = time.perf_counter()
         self.node_ids, self.operator = self.learner.spread_operator(self.pool_ids)
-        graph = self.learner._graph
+        graph = self.learner.neighbour_graph()
         nodes = graph.reduced[graph.positions(self.pool_ids)].astype(np.float32)
         self.test_neighbours, similarity = search(graph.reduce(self.test_x), nodes, NEIGHBOURS)
         self.test_weights = np.maximum(similarity, 0.0) ** EDGE_POWER
@@ -93,7 +100,7 @@ class Data:
         part.test_x, part.test_y = self.test_x[test_rows], self.test_y[test_rows]
         part.pool_ids, part.x, part.y = self.pool_ids[rows], self.x[rows], self.y[rows]
         part.node_ids, part.operator = self.learner.spread_operator(part.pool_ids)
-        graph = self.learner._graph
+        graph = self.learner.neighbour_graph()
         nodes = graph.reduced[graph.positions(part.pool_ids)].astype(np.float32)
         part.test_neighbours, similarity = search(graph.reduce(part.test_x), nodes, NEIGHBOURS)
         part.test_weights = np.maximum(similarity, 0.0) ** EDGE_POWER

@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    features, truth, _, _ = embed_fashion(64, args.labeled)
+    features, truth, _, _, _ = embed_fashion(64, args.labeled)
     noisy = flip_labels(truth, args.noise, args.seed)
     wrong = noisy != truth
     top = int(round(args.noise * len(noisy)))

@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=10_000)
     args = parser.parse_args()
     targets = [int(t) for t in args.targets.split(",")]
-    pool_x, pool_y, test_x, test_y = embed_fashion(64, args.pool)
+    pool_x, pool_y, test_x, test_y, _ = embed_fashion(64, args.pool)
     errors: dict[str, list[float]] = {m: [] for m in sample_size.MODELS}
     for seed in range(args.seeds):
         rng = np.random.default_rng(seed)

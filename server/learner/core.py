@@ -310,6 +310,15 @@ class Learner:
                                     seed=self.config.seed)
         return graphs.operator(self._graph, ids)
 
+    def neighbour_graph(self):
+        """The neighbour graph the latest spread_operator used (read from disk if it was
+        not loaded: a cached operator needs no graph)."""
+        if self._graph is None:
+            from .graph import NeighbourGraphStore
+
+            self._graph = NeighbourGraphStore(self.cache().folder).load()
+        return self._graph
+
     def predict_outside(self, fitted: FitResult, ids: Sequence[int]) -> np.ndarray:
         """Probabilities for embedded images that were not in the round (a held-out test
         set): the head's, blended with the spread probabilities of their nearest images in
@@ -318,9 +327,9 @@ class Learner:
         probs = fitted.model.predict_proba(features)
         if fitted.spread is None:
             return probs
-        from .graph import EDGE_POWER, NEIGHBOURS, NeighbourGraphStore, search
+        from .graph import EDGE_POWER, NEIGHBOURS, search
 
-        graph = self._graph or NeighbourGraphStore(self.cache().folder).load()
+        graph = self.neighbour_graph()
         nodes = graph.reduced[graph.positions(fitted.spread.ids)].astype(np.float32)
         found, similarity = search(graph.reduce(features), nodes, NEIGHBOURS)
         weights = np.maximum(similarity, 0.0) ** EDGE_POWER
