@@ -99,10 +99,8 @@ def _run_with_bar(project: Project, round_id: int, bar, state: dict) -> dict:
 
 def summary_text(round_id: int, name: str, summary: dict) -> str:
     if summary.get("mode") == "cold start":
-        lines = [f"Round {round_id} done in {summary['seconds']} s: {summary.get('message')}"]
-        if summary.get("input_size"):
-            lines.append(f"  input size: {summary['input_size']}")
-        return "\n".join(lines)
+        # Its message already says the input size, where one was chosen.
+        return f"Round {round_id} done in {summary['seconds']} s: {summary.get('message')}"
     accuracy = summary.get("accuracy")
     lines = [
         f"Round {round_id} done with {name} ({summary['mode']} mode) in {summary['seconds']} s:",
