@@ -85,11 +85,7 @@ class Data:
             input_size, pool_size, semi_supervised=True)
         self.pool_ids = np.arange(1, pool_size + 1)
         started = time.perf_counter()
-        self.node_ids, self.operator = self.learner.spread_operator(self.pool_ids)
-        graph = self.learner.neighbour_graph()
-        nodes = graph.reduced[graph.positions(self.pool_ids)].astype(np.float32)
-        self.test_neighbours, similarity = search(graph.reduce(self.test_x), nodes, NEIGHBOURS)
-        self.test_weights = np.maximum(similarity, 0.0) ** EDGE_POWER
+        self._spread_over_pool()
         print(f"neighbour graph ready in {time.perf_counter() - started:.0f} s")
 
     def subset(self, rows: np.ndarray, test_rows: np.ndarray) -> Data:
@@ -99,12 +95,17 @@ class Data:
         part.learner = self.learner
         part.test_x, part.test_y = self.test_x[test_rows], self.test_y[test_rows]
         part.pool_ids, part.x, part.y = self.pool_ids[rows], self.x[rows], self.y[rows]
-        part.node_ids, part.operator = self.learner.spread_operator(part.pool_ids)
-        graph = self.learner.neighbour_graph()
-        nodes = graph.reduced[graph.positions(part.pool_ids)].astype(np.float32)
-        part.test_neighbours, similarity = search(graph.reduce(part.test_x), nodes, NEIGHBOURS)
-        part.test_weights = np.maximum(similarity, 0.0) ** EDGE_POWER
+        part._spread_over_pool()
         return part
+
+    def _spread_over_pool(self) -> None:
+        """The spreading operator among the pool, and each test image's nearest pool images
+        with their edge weights (how a test image gets spread probabilities)."""
+        self.node_ids, self.operator = self.learner.spread_operator(self.pool_ids)
+        graph = self.learner.neighbour_graph()
+        nodes = graph.reduced[graph.positions(self.pool_ids)].astype(np.float32)
+        self.test_neighbours, similarity = search(graph.reduce(self.test_x), nodes, NEIGHBOURS)
+        self.test_weights = np.maximum(similarity, 0.0) ** EDGE_POWER
 
 
 def long_tail(y: np.ndarray, test_y: np.ndarray, seed: int,

@@ -18,6 +18,26 @@ from pathlib import Path
 import numpy as np
 
 
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive lock on `path` (created if need be) held across processes: the jobs that
+    share a cache folder (a round beside a quality run) take turns on what they rewrite."""
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def save_npz_atomically(path: Path, **arrays) -> None:
+    """np.savez to `path` through a file of this process's own, then renamed over it: a
+    reader in another process never sees half a file."""
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)
+
+
 class EmbeddingCache:
     def __init__(self, folder: Path, dim: int):
         self.folder = Path(folder)
@@ -77,14 +97,8 @@ class EmbeddingCache:
                         handle.truncate(size)
         self._open()
 
-    @contextlib.contextmanager
     def _growing(self):
-        with open(self.folder / "grow.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return file_lock(self.folder / "grow.lock")
 
     def missing(self, ids: np.ndarray) -> np.ndarray:
         """The ids among `ids` with no embedding yet."""

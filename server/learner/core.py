@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .cache import EmbeddingCache
+from .cache import EmbeddingCache, save_npz_atomically
 
 MODES = ("auto", "head", "finetune")
 Progress = Callable[[float, str], None]
@@ -290,9 +289,8 @@ class Learner:
         rows = sample_rows(len(ids), self.config.seed)
         projection = Projection.fit(self.embeddings(ids[rows]), self.config.seed)
         if projection.pca is None:  # a PCA (COMPONENTS > 0) is refitted each time
-            partial = folder / f"projection.{os.getpid()}.npz"
-            np.savez(partial, key=np.array(key), mean=projection.mean, scale=projection.scale)
-            os.replace(partial, path)
+            save_npz_atomically(path, key=np.array(key), mean=projection.mean,
+                                scale=projection.scale)
         return projection
 
     def spread_operator(self, ids: Sequence[int]) -> tuple[np.ndarray, object]:

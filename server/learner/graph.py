@@ -16,14 +16,14 @@ update, and two jobs updating at once (a round beside a quality run) take turns 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .cache import file_lock, save_npz_atomically
 
 NEIGHBOURS = 10
 DIMENSIONS = 64
@@ -223,22 +223,14 @@ class NeighbourGraphStore:
 
     def _save(self, graph: Graph) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.folder / f"{self.path.stem}.{os.getpid()}.npz"
-        np.savez(partial, ids=graph.ids, neighbours=graph.neighbours,
-                 similarity=graph.similarity, reduced=graph.reduced, mean=graph.mean,
-                 scale=graph.scale, components=graph.components,
-                 basis_size=np.int64(graph.basis_size))
-        os.replace(partial, self.path)
+        save_npz_atomically(self.path, ids=graph.ids, neighbours=graph.neighbours,
+                            similarity=graph.similarity, reduced=graph.reduced,
+                            mean=graph.mean, scale=graph.scale, components=graph.components,
+                            basis_size=np.int64(graph.basis_size))
 
-    @contextlib.contextmanager
     def _locked(self):
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / "neighbours.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return file_lock(self.folder / "neighbours.lock")
 
 
 def adjacency(graph: Graph, ids: np.ndarray, power: float = EDGE_POWER):
