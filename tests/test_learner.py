@@ -385,6 +385,37 @@ def test_embedding_cache_grows_and_reopens(tmp_path):
         EmbeddingCache(tmp_path, dim=8)
 
 
+def test_cached_rows_read_on_indexing_are_the_rows_get_copies(tmp_path):
+    cache = EmbeddingCache(tmp_path, dim=3)
+    cache.put(np.arange(1, 11), np.arange(30, dtype=np.float32).reshape(10, 3))
+    ids = np.array([7, 2, 9, 4])
+    rows = cache.rows(ids)
+    assert len(rows) == 4 and rows.shape == (4, 3)
+    np.testing.assert_array_equal(np.asarray(rows), cache.get(ids, np.float16))
+    np.testing.assert_array_equal(rows[1:3], cache.get(ids[1:3], np.float16))
+    np.testing.assert_array_equal(rows[np.array([3, 0])], cache.get(ids[[3, 0]], np.float16))
+    with pytest.raises(KeyError, match="1 images have no embedding"):
+        cache.rows(np.array([2, 11]))
+
+
+def test_the_head_scores_a_pool_from_the_cache_as_from_an_array(tmp_path):
+    """Many score blocks, dealt to threads, read from the mapped file: the probabilities
+    are sklearn's on the projected features (real digits, pixels as features)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = np.tile(digits.data, (3, 1))[:5000].astype(np.float16)  # > two blocks of 2,048
+    y = np.tile(digits.target, 3)[:5000]
+    cache = EmbeddingCache(tmp_path, dim=x.shape[1])
+    cache.put(np.arange(1, len(x) + 1), x)
+    head = HeadModel.fit(x[:600].astype(np.float32), y[:600])
+    ids = np.random.default_rng(0).permutation(np.arange(1, len(x) + 1))
+    from_cache = head.predict_proba(cache.rows(ids))
+    expected = head.classifier.predict_proba(head.projection(x[ids - 1].astype(np.float32)))
+    np.testing.assert_allclose(from_cache, expected, atol=1e-5)
+    np.testing.assert_allclose(head.predict_proba(x[ids - 1]), from_cache, atol=1e-6)
+
+
 # -- fitting: the head ----------------------------------------------------------------------
 
 def test_head_gives_probabilities_over_the_labeled_classes_only(cache_root, digit_files):

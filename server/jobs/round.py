@@ -121,7 +121,6 @@ def _estimate(db, round_id: int, learner: Learner, fitted, labeled: list[dict], 
     """The cross-validated accuracy, computed once annotators already have the new ranking
     (it takes longer than the rest of a head round). A failure here leaves the round done,
     with no estimate and the reason in its message."""
-    summary["ranked_seconds"] = summary["seconds"]
     try:
         learner.estimate(fitted, [r["id"] for r in labeled], [r["class_id"] for r in labeled])
     except Exception as exc:  # the ranking is published; only the estimate is missing
@@ -194,4 +193,7 @@ def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray | Non
         confidence = probs.max(axis=1)
     round_store.publish_round(db, round_id, ids, predicted, confidence, full_scores, ranks,
                               summary)
+    # From the round's start until annotators had the new queue (the stored predictions and
+    # the switch included); "seconds" grows with the estimate that follows.
+    summary["ranked_seconds"] = round(time.monotonic() - started, 2)
     return summary

