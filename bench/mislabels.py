@@ -26,7 +26,9 @@ ranking at its product defaults on planted errors:
       server/annotators.py fits it (annotator_model.dawid_skene, no gold images here), and
       each annotator's off-diagonal confusion mass, minus the mean of the other annotators',
       ranks the annotators; each off-diagonal cell, minus the other annotators' mean of it,
-      ranks the (annotator, A, B) cells.
+      ranks the (annotator, A, B) cells; and whether the product's list (the agreement page,
+      `activelabel audit`: server/consensus/confused_pairs.py) names that annotator and pair
+      first.
 For (a) average precision; for (b) and (c) average precision, R@3m (the share of the m
 planted images that are among the first 3 x m suspects) and how many of the planted images
 cleanlab's find_label_issues flags (on that ranking's probabilities; all it flags after the
@@ -56,6 +58,7 @@ from _fashion import NAMES
 from label_efficiency import embed_fashion
 
 from server.consensus import annotator_model
+from server.consensus.confused_pairs import confused_pairs
 from server.learner import head as round_head
 from server.learner.head import Projection
 from server.quality import mislabels
@@ -252,6 +255,9 @@ def confused_annotator(truth, seed, pair):
     own_rank = 1 + int((cells[bad] > cell).sum())
     position = {item: i for i, item in enumerate(fitted.items)}
     consensus = fitted.labels[[position[i] for i in range(n)]]
+    # What the agreement page and `activelabel audit` list, first row: the product's rule.
+    listed = confused_pairs({person: confusions[i] for i, person in enumerate(people)})
+    first = (listed[0].annotator, listed[0].true, listed[0].answered) if listed else None
     return (
         annotator_rank,
         pair_rank,
@@ -260,6 +266,8 @@ def confused_annotator(truth, seed, pair):
         float(others[bad, source, target]),
         int((consensus != truth).sum()),
         seconds,
+        first == (people[bad], source, target),
+        len(listed),
     )
 
 
@@ -345,7 +353,10 @@ def cases(title: str, key: str, features, truth, names, args) -> None:
     )
     print(
         f"  bad annotator first in {int((rows[:, 0] == 1).sum())} of {len(seeds)} seeds, "
-        f"its pair first in {int((rows[:, 1] == 1).sum())}",
+        f"its pair first in {int((rows[:, 1] == 1).sum())}; the agreement page's list"
+        f" (consensus/confused_pairs.py) names that annotator and pair first in"
+        f" {int(rows[:, 7].sum())} of {len(seeds)} (rows listed: "
+        f"{', '.join(str(int(v)) for v in rows[:, 8])})",
         flush=True,
     )
 

@@ -78,6 +78,40 @@ class AgreementReport:
     confusion: np.ndarray | None = None  # between annotators, summed over ordered pairs
     model: dict | None = None
     weighted: bool = False
+    confused: list[dict] = field(default_factory=list)  # see confused_answers
+
+
+SHOWN_IMAGES = 24  # of a confused pair's answers, the page shows this many
+
+
+def confused_answers(db: Database, model: dict | None, names: dict[str, str]) -> list[dict]:
+    """The annotators who confuse two classes (consensus/confused_pairs.py on the latest
+    model's confusion matrices, labels that came with the import left out), each with their
+    answers on that pair not yet reviewed: images they labeled B whose consensus class is A,
+    neither waiting for review nor settled by a reviewer. A cell with no such answer left
+    (all sent to review, say) is not listed."""
+    from .consensus.confused_pairs import confused_pairs
+    from .store.audit_actions import answers_on_pair
+
+    if not model:
+        return []
+    class_ids = model["class_ids"]
+    classes = {c["id"]: c["name"] for c in store.classes(db)}
+    people = {key: matrix for key, matrix in model["confusions"].items() if key != IMPORT}
+    rows = []
+    for pair in confused_pairs(people):
+        true_id, answered_id = class_ids[pair.true], class_ids[pair.answered]
+        if true_id not in classes or answered_id not in classes:
+            continue  # a class removed since the model was fitted
+        images = answers_on_pair(db, int(pair.annotator), true_id, answered_id)
+        if images:
+            rows.append({"user_id": int(pair.annotator),
+                         "name": names.get(pair.annotator, pair.annotator),
+                         "true_id": true_id, "true": classes[true_id],
+                         "answered_id": answered_id, "answered": classes[answered_id],
+                         "rate": pair.rate, "others": pair.others, "count": len(images),
+                         "images": images[:SHOWN_IMAGES]})
+    return rows
 
 
 def agreement_report(db: Database) -> AgreementReport:
@@ -135,4 +169,5 @@ def agreement_report(db: Database) -> AgreementReport:
         confusion=confusion,
         model=model,
         weighted=bool(model and model.get("trusted")),
+        confused=confused_answers(db, model, names),
     )

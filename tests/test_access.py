@@ -45,6 +45,8 @@ RULES = {
     "review.send": "reviewer",
     "agreement.index": "admin",
     "agreement.refit": "admin",
+    "agreement.review_confused": "admin",
+    "agreement.undo_confused": "admin",
     "agreement.confusion_png": "admin",
     "quality.index": "admin",
     "quality.status": "admin",

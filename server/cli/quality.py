@@ -17,8 +17,9 @@ from ..config import Project
               help="A target accuracy (e.g. 90): print the labels predicted to reach it.")
 def audit(project: str, out: str | None, target: float | None) -> None:
     """Run the quality checks now: rank suspected mislabels (CSV, most suspicious first),
-    find near-duplicate groups, and fit the sample-size curve. Same as the quality page's
-    button, run in this process; the page shows the findings too."""
+    find near-duplicate groups, fit the sample-size curve, and list annotators who confuse
+    two classes. Same as the quality page's button (and the agreement page's list), run in
+    this process; the pages show the findings too."""
     from ..jobs import quality as checks
     from ..jobs.runner import QUALITY
     from ..projects import open_db
@@ -63,5 +64,25 @@ def audit(project: str, out: str | None, target: float | None) -> None:
             click.echo(f"Learning curve: skipped, {curve['skipped']}")
         for warning in checks.balance(db).warnings:
             click.echo(f"Balance: {warning}")
+        _confused_annotators(db)
     finally:
         db.conn.close()
+
+
+def _confused_annotators(db) -> None:
+    """Refit the annotator model (as a round does) and print who confuses which classes."""
+    from ..annotators import confused_answers, fit_annotator_model
+    from ..store import list_users
+
+    model = fit_annotator_model(db)
+    if model is None:
+        click.echo("Annotators who confuse two classes: needs votes from two people")
+        return
+    names = {str(u["id"]): u["name"] for u in list_users(db)}
+    rows = confused_answers(db, model, names)
+    if not rows:
+        click.echo("Annotators who confuse two classes: none")
+    for row in rows:
+        click.echo(f"Annotator {row['name']} answers {row['answered']!r} for {row['true']!r}:"
+                   f" {row['rate']:.0%} of the time (others {row['others']:.0%}),"
+                   f" {row['count']} answers now; the agreement page sends them to review")

@@ -8,9 +8,22 @@ import io
 import threading
 
 import numpy as np
-from flask import Blueprint, Response, current_app, flash, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
 
 from .. import annotators, store
+from ..store import audit_actions
+from . import htmx
 from .auth import login_required
 from .context import get_db
 
@@ -52,7 +65,51 @@ def _report():
 @bp.get("/")
 @login_required("admin")
 def index():
-    return render_template("agreement.html", report=_report())
+    last = audit_actions.last_review_action(get_db(), current_user.id)
+    return render_template("agreement.html", report=_report(), undoable=last)
+
+
+def _form_id(name: str) -> int:
+    value = htmx.row_id(request.form.get(name))
+    if value is None:
+        abort(400, f"Missing or malformed {name}: expected an id. Nothing was sent to review.")
+    return value
+
+
+@bp.post("/confused/review")
+@login_required("admin")
+def review_confused():
+    """Send one annotator's answers on the pair of classes they confuse (B given for
+    consensus A) to review, in one undoable step. The images are looked up again here, not
+    taken from the page: answers given since it was drawn are sent too."""
+    db = get_db()
+    user_id, true_id, answered_id = (_form_id(n) for n in ("user_id", "true_id", "answered_id"))
+    user = store.get_user(db, user_id)
+    classes = {c["id"]: c["name"] for c in store.classes(db)}
+    if user is None or true_id not in classes or answered_id not in classes:
+        abort(400, "Unknown annotator or class: reload the page. Nothing was sent to review.")
+    images = audit_actions.answers_on_pair(db, user_id, true_id, answered_id)
+    if not images:
+        flash(f"{user['name']} has no answers left where they said {classes[answered_id]}"
+              f" and the consensus is {classes[true_id]}.", "error")
+        return redirect(url_for("agreement.index"))
+    done = audit_actions.send_to_review(db, current_user.id, images)
+    flash(f"Sent {done['sent']} of {user['name']}'s answers \"{classes[answered_id]}\" on"
+          f" {classes[true_id]} images to review"
+          + (f" ({done['already']} were already waiting there)" if done["already"] else "")
+          + ". Undo takes it back as one.", "ok")
+    return redirect(url_for("agreement.index"))
+
+
+@bp.post("/confused/undo")
+@login_required("admin")
+def undo_confused():
+    action = audit_actions.undo_review_action(get_db(), current_user.id)
+    if action is None:
+        flash("Nothing to undo: no review requests of yours from an audit are left.", "error")
+    else:
+        flash(f"Took back {action['labeled']} review requests.", "ok")
+    return redirect(url_for("agreement.index"))
 
 
 @bp.post("/refit")
