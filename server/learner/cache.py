@@ -123,11 +123,7 @@ class EmbeddingCache:
     def get(self, ids: np.ndarray, dtype=np.float32) -> np.ndarray:
         """Rows for `ids` (float32, or as stored with dtype=np.float16: half the memory for
         a big pool); every id must be filled."""
-        ids = np.asarray(ids, dtype=np.int64)
-        missing = self.missing(ids)
-        if len(missing):
-            raise KeyError(f"{len(missing)} images have no embedding yet")
-        return np.asarray(self.vectors[ids], dtype=dtype)
+        return np.asarray(self.rows(ids, dtype))
 
     def rows(self, ids: np.ndarray, dtype=np.float16) -> CachedRows:
         """Rows for `ids` read when indexed, not copied now: a round scores a pool of

@@ -167,8 +167,13 @@ class Learner:
 
     def embeddings(self, ids: Sequence[int], dtype=np.float32) -> np.ndarray:
         """Cached embeddings of `ids`; embed() them first."""
+        return np.asarray(self.embedding_rows(ids, dtype))
+
+    def embedding_rows(self, ids: Sequence[int], dtype=np.float16):
+        """The cached embeddings of `ids` as rows read when indexed (cache.CachedRows), not
+        copied now; embed() them first."""
         try:
-            return self.cache().get(np.asarray(ids, dtype=np.int64), dtype)
+            return self.cache().rows(np.asarray(ids, dtype=np.int64), dtype)
         except KeyError as exc:
             raise LearnerError(f"{exc.args[0]}; embed them first") from None
 
@@ -345,10 +350,7 @@ class Learner:
         if fitted.mode == "head":
             # Read from the cache a block at a time as they are scored (and by the strategy
             # where it looks), not copied first: a million rows are 2.5 GB.
-            try:
-                features = self.cache().rows(np.asarray(ids, dtype=np.int64))
-            except KeyError as exc:
-                raise LearnerError(f"{exc.args[0]}; embed them first") from None
+            features = self.embedding_rows(ids)
             probs = fitted.model.predict_proba(features)
         else:
             from .finetune import predict_tuned
