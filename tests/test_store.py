@@ -474,3 +474,31 @@ def test_a_rounds_snapshot_is_one_moment_and_holds_no_writer_up(project):
     assert image in {r["id"] for r in round_store.training_set(reader)}
     reader.conn.close()
     voter.conn.close()
+
+
+def test_a_rounds_snapshot_holds_the_training_set_and_pool_and_paths_come_on_request(db):
+    # A round reads ids and classes only; the files' paths are read for the images that
+    # need them (unembedded ones, or every one for a fine-tune), in the order asked.
+    from server.store import rounds as round_store
+    from server.store.images import paths_of
+
+    ann = user_id(db, "ann")
+    answered = sorted(queued(db))[:3]
+    for image in answered:
+        store.add_vote(db, ann, image, "label", class_id(db, "1"))
+    given = round_store.snapshot(db)
+    trained = round_store.training_set(db)
+    assert given.labeled_ids.tolist() == [r["id"] for r in trained]
+    assert given.labels.tolist() == [r["class_id"] for r in trained]
+    assert given.pool_ids.tolist() == [r["id"] for r in round_store.pool(db)]
+    assert set(answered) <= set(given.labeled_ids.tolist())
+    assert not set(answered) & set(given.pool_ids.tolist())
+    wanted = given.pool_ids[::-1][:4]
+    by_id = {r["id"]: r["path"] for r in round_store.pool(db)}
+    assert paths_of(db, wanted) == [by_id[int(i)] for i in wanted]
+    assert paths_of(db, []) == []
+    less = given.without([answered[0], int(wanted[0])])
+    assert answered[0] not in less.labeled_ids and int(wanted[0]) not in less.pool_ids
+    assert len(less.labels) == len(less.labeled_ids) == len(given.labeled_ids) - 1
+    with pytest.raises(KeyError):
+        paths_of(db, [10**9])

@@ -16,6 +16,7 @@ from ..learner import Learner, LearnerError
 from ..learner.setup import make_learner
 from ..store import job_rows
 from ..store import rounds as round_store
+from ..store.images import paths_of
 from .runner import ROUND, Progress, run_job
 
 STAGES = {"embed": (0.0, 0.6), "fit": (0.6, 0.8), "predict": (0.8, 0.95), "rank": (0.95, 1.0)}
@@ -49,27 +50,28 @@ def _rank(db, project: Project, round_id: int, progress: Progress,
     from ..annotators import fit_annotator_model
 
     fit_annotator_model(db)
-    labeled, pool = round_store.snapshot(db)
-    if not pool and len({r["class_id"] for r in labeled}) < 2:
+    given = round_store.snapshot(db)
+    if not len(given.pool_ids) and len(set(given.labels.tolist())) < 2:
         raise LearnerError("no unlabeled images are left to rank, and no model can be trained"
                            " (labels in fewer than two classes)")
-    everything = labeled + pool
-    failed = set(learner.embed([r["id"] for r in everything],
-                               [r["path"] for r in everything], progress.stage("embed")))
-    labeled = [r for r in labeled if r["id"] not in failed]
-    pool = [r for r in pool if r["id"] not in failed]
-    if len({r["class_id"] for r in labeled}) < 2:
-        return _cold_start(db, project, round_id, learner, labeled, pool, progress, started,
-                           len(failed))
+    everything = np.concatenate([given.labeled_ids, given.pool_ids])
+    missing = learner.missing(everything)  # only their files are read, so their paths
+    failed = learner.embed(missing, paths_of(db, missing), progress.stage("embed"))
+    given = given.without(failed) if failed else given
+    labeled, labels, pool = given.labeled_ids, given.labels, given.pool_ids
+    if len(set(labels.tolist())) < 2:
+        return _cold_start(db, project, round_id, learner, labeled, labels, pool, progress,
+                           started, len(failed))
+    # A fine-tune reads the files (of the labeled images, then of the pool); the head only
+    # the cached embeddings.
+    tuning = learner.config.resolved_mode() == "finetune"
     progress.stage("fit")(0.0, f"training on {len(labeled)} labels")
-    fitted = learner.fit([r["id"] for r in labeled], [r["path"] for r in labeled],
-                         [r["class_id"] for r in labeled], progress.stage("fit"),
-                         pool_ids=[r["id"] for r in pool], estimate=False)
-    if pool:
+    fitted = learner.fit(labeled, paths_of(db, labeled) if tuning else None, labels,
+                         progress.stage("fit"), pool_ids=pool, estimate=False)
+    if len(pool):
         progress.stage("predict")(0.0, f"predicting {len(pool)} images")
         probs, embeddings = learner.predict_proba(
-            fitted, [r["id"] for r in pool], [r["path"] for r in pool],
-            progress.stage("predict"))
+            fitted, pool, paths_of(db, pool) if tuning else None, progress.stage("predict"))
         progress.stage("rank")(0.0, f"ranking with {row['strategy']}")
         rng = np.random.default_rng([project.config.seed, round_id])
         order, scores = strategies.rank_pool(strategy, probs, embeddings,
@@ -79,15 +81,18 @@ def _rank(db, project: Project, round_id: int, progress: Progress,
         order, scores = np.zeros(0, np.int64), np.zeros(0)
     summary = publish(db, round_id, pool, fitted, probs, order, scores, started,
                       len(failed), input_note=learner.config.input_size_reason,
-                      extra_note="" if pool else "nothing left to rank: every image is labeled")
-    return _estimate(db, round_id, learner, fitted, labeled, summary, started, pool, probs)
+                      extra_note="" if len(pool) else
+                      "nothing left to rank: every image is labeled")
+    return _estimate(db, round_id, learner, fitted, labeled, labels, summary, started, pool,
+                     probs)
 
 
 COLD_START = "typiclust"
 
 
-def _cold_start(db, project: Project, round_id: int, learner: Learner, labeled: list[dict],
-                pool: list[dict], progress: Progress, started: float, unreadable: int) -> dict:
+def _cold_start(db, project: Project, round_id: int, learner: Learner, labeled: np.ndarray,
+                labels: np.ndarray, pool: np.ndarray, progress: Progress, started: float,
+                unreadable: int) -> dict:
     """No model can be trained yet (labels in fewer than two classes): order the queue by
     the embeddings alone, the most typical image of each cluster first (strategies/
     typical.py), so the first labels cover the kinds of image the pool holds. The round
@@ -95,13 +100,13 @@ def _cold_start(db, project: Project, round_id: int, learner: Learner, labeled: 
     import strategies
 
     progress.stage("rank")(0.0, "preparing the neighbour graph (once for these images)")
-    learner.prepare([r["id"] for r in labeled + pool])
+    learner.prepare(np.concatenate([labeled, pool]))
     progress.stage("rank")(0.5, f"cold start: ranking {len(pool)} images with {COLD_START}")
-    embeddings = learner.embeddings([r["id"] for r in pool], np.float16)
+    embeddings = learner.embeddings(pool, np.float16)
     rng = np.random.default_rng([project.config.seed, round_id])
     order, scores = strategies.rank_pool(strategies.get_strategy(COLD_START), None, embeddings,
                                          project.config.round_batch() or 20, rng)
-    classes = len({r["class_id"] for r in labeled})
+    classes = len(set(labels.tolist()))
     reason = (f"labels in {classes} class" if classes == 1 else "no labels") + " yet"
     summary = publish(db, round_id, pool, None, None, order, scores, started, unreadable,
                       labels_used=len(labeled), input_note=learner.config.input_size_reason)
@@ -116,13 +121,14 @@ def _cold_start(db, project: Project, round_id: int, learner: Learner, labeled: 
     return summary
 
 
-def _estimate(db, round_id: int, learner: Learner, fitted, labeled: list[dict], summary: dict,
-              started: float, pool: list[dict] = (), probs: np.ndarray | None = None) -> dict:
+def _estimate(db, round_id: int, learner: Learner, fitted, labeled: np.ndarray,
+              labels: np.ndarray, summary: dict, started: float, pool: np.ndarray,
+              probs: np.ndarray) -> dict:
     """The cross-validated accuracy, computed once annotators already have the new ranking
     (it takes longer than the rest of a head round). A failure here leaves the round done,
     with no estimate and the reason in its message."""
     try:
-        learner.estimate(fitted, [r["id"] for r in labeled], [r["class_id"] for r in labeled])
+        learner.estimate(fitted, labeled, labels)
     except Exception as exc:  # the ranking is published; only the estimate is missing
         traceback.print_exc()
         summary["message"] = f"done; no accuracy estimate: {type(exc).__name__}: {exc}"
@@ -144,7 +150,7 @@ def _estimate(db, round_id: int, learner: Learner, fitted, labeled: list[dict], 
     return summary
 
 
-def _recalibrate(db, round_id: int, pool: list[dict], probs: np.ndarray, fitted) -> None:
+def _recalibrate(db, round_id: int, pool: np.ndarray, probs: np.ndarray, fitted) -> None:
     """Rescale the published confidences by the temperature the estimate fitted on held-out
     predictions (learner/calibration.py): the ranking stays as published (one temperature
     hardly moves an order by margin), the confidence a card and a grid show becomes one
@@ -152,16 +158,16 @@ def _recalibrate(db, round_id: int, pool: list[dict], probs: np.ndarray, fitted)
     from ..learner.calibration import apply_temperature
 
     confidence = apply_temperature(probs, fitted.temperature).max(axis=1)
-    round_store.record_calibration(db, round_id, np.array([r["id"] for r in pool]), confidence,
+    round_store.record_calibration(db, round_id, pool, confidence,
                                    fitted.temperature, *fitted.calibration_error)
 
 
-def publish(db, round_id: int, pool: list[dict], fitted, probs: np.ndarray | None,
+def publish(db, round_id: int, pool: np.ndarray, fitted, probs: np.ndarray | None,
             order: np.ndarray, scores: np.ndarray, started: float, unreadable: int = 0,
             labels_used: int | None = None, input_note: str = "", extra_note: str = "") -> dict:
     """Store the ranking (and the predictions, when a model made `probs`; a cold start has
     neither `fitted` nor `probs`) and switch the queue to it."""
-    ids = np.array([r["id"] for r in pool], dtype=np.int64)
+    ids = np.asarray(pool, dtype=np.int64)
     ranks = np.empty(len(pool), dtype=np.int64)
     ranks[order] = np.arange(len(order))
     full_scores = np.zeros(len(pool))

@@ -261,6 +261,15 @@ def image_paths(db: Database) -> dict[int, str]:
     return dict(db.execute("SELECT id, path FROM images").fetchall())
 
 
+def paths_of(db: Database, ids) -> list[str]:
+    """The files' paths of the images `ids`, in that order (KeyError for an unknown id)."""
+    ids = [int(i) for i in ids]
+    found = dict(db.execute(
+        "SELECT i.id, i.path FROM json_each(?) j JOIN images i ON i.id = j.value",
+        [json.dumps(ids)]).fetchall())
+    return [found[i] for i in ids]
+
+
 def typical_side(db: Database) -> int | None:
     """The median of the images' shorter sides (what the input size is chosen from), None
     for a project with no images."""

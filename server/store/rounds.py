@@ -5,6 +5,7 @@ one transaction, and the predictions it leaves. Its job row lives as every job's
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 from sqlite_utils import Database
@@ -49,16 +50,44 @@ def pool(db: Database) -> list[dict]:
     )]
 
 
-def snapshot(db: Database) -> tuple[list[dict], list[dict]]:
+@dataclass
+class RoundInput:
+    """What a round trains on and ranks, as of one moment: image ids (ascending) and, for
+    the labeled ones, their consensus class. Files' paths are looked up only for the images
+    that need them (paths_of): a round over cached embeddings needs none, and reading 98,000
+    paths cost 0.04 s of the 100,000-image round."""
+
+    labeled_ids: np.ndarray
+    labels: np.ndarray
+    pool_ids: np.ndarray
+
+    def without(self, ids) -> RoundInput:
+        """The same input less `ids` (images whose files could not be read)."""
+        ids = np.asarray(list(ids), dtype=np.int64)
+        keep = ~np.isin(self.labeled_ids, ids)
+        return RoundInput(self.labeled_ids[keep], self.labels[keep],
+                          self.pool_ids[~np.isin(self.pool_ids, ids)])
+
+
+def snapshot(db: Database) -> RoundInput:
     """(training set, pool) as of one moment: read in one read transaction, so a vote
     landing between the two reads cannot leave its image in neither (or, undone, in both),
     while votes and leases go on being written (a write transaction here held them up for
     2 s at 1,000,000 images)."""
     with read(db):
-        return training_set(db), pool(db)
+        trained = db.execute(
+            "SELECT image_id, class_id FROM image_state"
+            " WHERE status IN ('agreed', 'adjudicated') ORDER BY image_id").fetchall()
+        pool_ids = np.fromiter((row[0] for row in db.execute(
+            "SELECT image_id FROM queue ORDER BY image_id")), np.int64)
+    labeled = np.array(trained, dtype=np.int64).reshape(-1, 2)
+    return RoundInput(labeled[:, 0].copy(), labeled[:, 1].copy(), pool_ids)
 
 
-PREDICTION_CHUNK = 5_000
+# Rows per write transaction while a round stores its predictions: a vote or a lease waits
+# for one chunk at most (20,000 rows, about 30 ms here). Chunks of 5,000 cost 0.08 s more
+# at 100,000 images (four times the commits and the pauses between them).
+PREDICTION_CHUNK = 20_000
 
 
 def publish_round(
