@@ -139,9 +139,7 @@ def today(features: np.ndarray, truth: np.ndarray, args) -> None:
     for k in (25, 100):
         run(f"head_knn, k={k}", ranking="head_knn", neighbours=k)
     default = run(
-        f"DEFAULT {mislabels.DEFAULT_RANKING}: {1 - mislabels.NEIGHBOUR_WEIGHT:.1f} "
-        f"head C={mislabels.C} + {mislabels.NEIGHBOUR_WEIGHT:.1f} "
-        f"knn k={mislabels.NEIGHBOURS}"
+        f"DEFAULT {mislabels.DEFAULT_RANKING}: head_knn twice, groups, pair noise"
     )
 
     print("\ncleanlab find_label_issues (defaults: prune_by_noise_rate)")
@@ -194,7 +192,7 @@ def planted_cluster(truth, seed, names, unit):
     return noisy, f"{len(run)} {names[truth[centre]]}->{names[target]}"
 
 
-def rank_rankings(features, noisy, planted, seed):
+def rank_rankings(features, noisy, planted, seed, names):
     """{ranking: (AP, R@3m, planted flagged, all flagged, seconds)} for every registered
     ranking at its defaults; the k-fold computed once, its seconds added to those that read
     it."""
@@ -217,8 +215,20 @@ def rank_rankings(features, noisy, planted, seed):
             int((issues.flagged & planted).sum()),
             int(issues.flagged.sum()),
             issues.seconds + (oof_seconds if read.called else 0.0),
+            first_finding(issues, planted, names),
         )
     return results
+
+
+def first_finding(issues, planted, names) -> str:
+    """The first group the quality page would show, and how many planted images it holds."""
+    if not issues.groups:
+        return "no finding"
+    first = issues.groups[0]
+    inside = int(planted[first.positions].sum())
+    return (f"{len(first.positions)} filed as {names[first.given]} look like"
+            f" {names[first.looks_like]}"
+            f" ({first.kind}), {inside} of the {int(planted.sum())} planted")
 
 
 def confused_annotator(truth, seed, pair):
@@ -290,7 +300,7 @@ def cases(title: str, key: str, features, truth, names, args) -> None:
             ("c", planted_cluster(truth, seed, names, unit)),
         ):
             planted = noisy != truth
-            per_case[case].append(rank_rankings(features, noisy, planted, seed))
+            per_case[case].append(rank_rankings(features, noisy, planted, seed, names))
             described[case].append(what)
             planted_counts[case].append(int(planted.sum()))
         annotators.append(confused_annotator(truth, seed, pair))
@@ -330,6 +340,8 @@ def cases(title: str, key: str, features, truth, names, args) -> None:
             f"  {default} by seed, ({case}) AP / R@3m: "
             + "; ".join(f"{run[default][0]:.3f}/{run[default][1]:.3f}" for run in per_case[case])
         )
+        for seed, run in zip(seeds, per_case[case], strict=True):
+            print(f"    seed {seed}, the quality page's first finding: {run[default][5]}")
     print(
         "\n(d) one of three annotators answers 40 % of class A as B (the seed's pair), "
         "Dawid-Skene, no gold"

@@ -47,6 +47,8 @@ RULES = {
     "agreement.refit": "admin",
     "agreement.review_confused": "admin",
     "agreement.undo_confused": "admin",
+    "quality.review_group": "admin",
+    "quality.undo_group": "admin",
     "agreement.confusion_png": "admin",
     "quality.index": "admin",
     "quality.status": "admin",

@@ -17,7 +17,8 @@ from ..config import Project
               help="A target accuracy (e.g. 90): print the labels predicted to reach it.")
 def audit(project: str, out: str | None, target: float | None) -> None:
     """Run the quality checks now: rank suspected mislabels (CSV, most suspicious first),
-    find near-duplicate groups, fit the sample-size curve, and list annotators who confuse
+    list groups of same-looking images filed under the wrong class, find near-duplicate
+    groups, fit the sample-size curve, and list annotators who confuse
     two classes. Same as the quality page's button (and the agreement page's list), run in
     this process; the pages show the findings too."""
     from ..jobs import quality as checks
@@ -45,6 +46,7 @@ def audit(project: str, out: str | None, target: float | None) -> None:
             target_path.write_text(checks.suspects_csv(db, suspects), encoding="utf-8")
             click.echo(f"{suspects['count']} consensus labels ranked ({suspects['ranking']});"
                        f" cleanlab flags {suspects['flagged']}; CSV: {target_path}")
+            _misfiled_groups(db, suspects.get("groups") or [])
         else:
             click.echo(f"Suspected mislabels: skipped, {suspects['skipped']}")
         groups = result["duplicates"]["groups"]
@@ -67,6 +69,21 @@ def audit(project: str, out: str | None, target: float | None) -> None:
         _confused_annotators(db)
     finally:
         db.conn.close()
+
+
+def _misfiled_groups(db, groups: list[dict]) -> None:
+    """One line per group of same-looking images filed under a class they do not look like."""
+    from ..store import classes
+
+    names = {c["id"]: c["name"] for c in classes(db)}
+    if not groups:
+        click.echo("Groups filed under the wrong class: none")
+    for group in groups:
+        click.echo(f"Group: {len(group['image_ids'])} images filed as"
+                   f" {names.get(group['given'])!r} look like {names.get(group['looks_like'])!r}"
+                   f" (ids {', '.join(map(str, group['image_ids'][:8]))}"
+                   f"{', ...' if len(group['image_ids']) > 8 else ''}); the quality page sends"
+                   " them to review")
 
 
 def _confused_annotators(db) -> None:

@@ -19,6 +19,7 @@ from ..store.images import all_images, image_paths
 from .runner import QUALITY, Progress, run_job
 
 MIN_LABELS = 20  # fewer consensus labels than this: no mislabel ranking or curve
+MAX_GROUPS = 50  # misfiled groups kept, most suspicious first
 STAGES = {"embed": (0.0, 0.35), "mislabels": (0.35, 0.55), "duplicates": (0.55, 0.9),
           "curve": (0.9, 1.0)}
 
@@ -39,10 +40,15 @@ def suspects(db, learner, labeled: list[dict], progress=None) -> dict:
          "rank": int(issues.rank[i]), "flagged": bool(issues.flagged[i])}
         for i in order
     ]
+    # Groups of same-looking images filed under one class that look like another: each is
+    # one finding on the quality page (its images are in the rows too).
+    groups = [{"given": int(g.given), "looks_like": int(g.looks_like), "score": g.score,
+               "kind": g.kind, "image_ids": [labeled[i]["id"] for i in g.positions]}
+              for g in issues.groups[:MAX_GROUPS]]
     if progress:
         progress(1.0, f"ranked {len(rows)} labels")
     return {"ranking": issues.ranking, "count": len(rows), "flagged": int(issues.flagged.sum()),
-            "unscored": issues.unscored, "rows": rows}
+            "unscored": issues.unscored, "rows": rows, "groups": groups}
 
 
 def duplicates(everything: list[dict], learner=None, progress=None) -> dict:

@@ -1,9 +1,13 @@
 """Suspected mislabels: rank the labeled images by how little their label fits the rest.
 
 Every labeled image gets probabilities from a head that never saw it (stratified k-fold),
-and a ranking turns probabilities and the given labels into a suspicion score. The default,
-"head_knn", blends the out-of-fold head with the label distribution of each image's nearest
-neighbours in embedding space, then scores 1 - p(given label) of the blend.
+and a ranking turns probabilities and the given labels into a suspicion score. "head_knn"
+blends the out-of-fold head with the label distribution of each image's nearest neighbours
+in embedding space, then scores 1 - p(given label) of the blend. The default,
+"noise_aware", starts from that blend, judges groups of same-looking images filed under one
+class with the whole group held out, and scores each label by the posterior that it is
+right given the class-pair noise the labels show (label_groups.py): it also finds a run of
+images filed under the wrong class, and one class systematically filed as another.
 
 Chosen by bench/mislabels.py (Fashion-MNIST, 10,000 labels, 5 % flipped, 64x64 features),
 average precision of the ranking against the flipped labels:
@@ -28,6 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from ..learner.head import HeadModel, Projection
+from . import noise_aware
 
 FOLDS = 5
 # Stronger regularisation than the round's head (0.01): trained on the very labels it is
@@ -35,8 +40,22 @@ FOLDS = 5
 C = 0.003
 NEIGHBOURS = 50
 NEIGHBOUR_WEIGHT = 0.3
-DEFAULT_RANKING = "head_knn"
+DEFAULT_RANKING = "noise_aware"
 BLOCK = 1024  # rows of the similarity matrix held at once in the neighbour search
+
+
+@dataclass
+class MisfiledGroup:
+    """Images that sit together, all filed under `given`, that as a group look like
+    `looks_like` (label values): one finding, "23 images filed as 7 look like 1"."""
+
+    positions: np.ndarray  # into the images given to find_mislabels, most suspicious first
+    given: object
+    looks_like: object
+    score: float  # the members' mean suspicion
+    # "together": they sit together in embedding space (a run filed in the wrong folder);
+    # "pair": they are the images filed as one class of a pair filed as the other.
+    kind: str = "together"
 
 
 @dataclass
@@ -53,6 +72,8 @@ class LabelIssues:
     probs: np.ndarray = field(repr=False)  # (n, classes) out-of-fold, as scored
     unscored: int = 0  # images of a class with a single label: nothing to compare them to
     seconds: float = 0.0
+    groups: list[MisfiledGroup] = field(default_factory=list)  # most wrong labels first
+
 
     def order(self) -> np.ndarray:
         """Positions of the images, most suspicious first."""
@@ -91,10 +112,12 @@ def out_of_fold_probabilities(
     seed: int = 0,
     c: float = C,
     unlabeled: np.ndarray | None = None,
+    left_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """(n, classes) probabilities, each row from a head trained without that image. `codes`
     are class indices 0..k-1; a class absent from a fold's training part gets probability 0
-    there. The projection needs no labels, so it is fitted once on every image."""
+    there. The projection needs no labels, so it is fitted once on every image. The rows
+    `left_out` (a mask) train no head, and are still predicted."""
     classes = int(codes.max()) + 1
     basis = features if unlabeled is None else np.concatenate([features, unlabeled])
     projection = Projection.fit(basis, seed)
@@ -102,7 +125,9 @@ def out_of_fold_probabilities(
     probs = np.zeros((len(codes), classes))
     for k in range(folds):
         test, train = fold == k, fold != k
-        if not test.any():
+        if left_out is not None:
+            train &= ~left_out
+        if not test.any() or len(np.unique(codes[train])) < 2:
             continue
         head = _fit_head(features[train], codes[train], projection, c, seed)
         probs[np.ix_(test, head.classes_)] = head.predict_proba(features[test])
@@ -119,23 +144,45 @@ def in_sample_probabilities(
     return probs
 
 
-def neighbour_label_distribution(
-    features: np.ndarray, codes: np.ndarray, k: int = NEIGHBOURS, block: int = BLOCK
-) -> np.ndarray:
-    """(n, classes) share of each class among an image's k nearest other images (cosine on
-    the standardised features), computed a block of rows at a time."""
+def nearest_neighbours(features: np.ndarray, k: int = NEIGHBOURS,
+                       block: int = BLOCK) -> np.ndarray:
+    """(n, k) positions of each image's k nearest other images, nearest first (cosine on the
+    standardised features), computed a block of rows at a time."""
     z = Projection.fit(features)(features)
     z /= np.linalg.norm(z, axis=1, keepdims=True) + 1e-12
-    n, classes = len(codes), int(codes.max()) + 1
+    n = len(z)
     k = max(1, min(k, n - 1))
-    counts = np.zeros((n, classes))
+    nearest = np.empty((n, k), np.int64)
     for start in range(0, n, block):
         rows = np.arange(start, min(start + block, n))
         similarity = z[rows] @ z.T
         similarity[np.arange(len(rows)), rows] = -np.inf  # not its own neighbour
-        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        np.add.at(counts, (np.repeat(rows, k), codes[nearest].ravel()), 1.0)
-    return counts / k
+        found = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(similarity, found, axis=1), axis=1,
+                           kind="stable")
+        nearest[rows] = np.take_along_axis(found, order, axis=1)
+    return nearest
+
+
+def label_distribution(nearest: np.ndarray, codes: np.ndarray, classes: int,
+                       k: int | None = None, voters: np.ndarray | None = None) -> np.ndarray:
+    """(n, classes) share of each class among the first k of the images `nearest` (n, >= k)
+    of each image; with `voters` (a mask), among the first k of them that are voters."""
+    k = nearest.shape[1] if k is None else min(k, nearest.shape[1])
+    counted = np.ones(nearest.shape, bool) if voters is None else voters[nearest]
+    counted &= np.cumsum(counted, axis=1) <= k
+    counts = np.zeros((len(nearest), classes))
+    np.add.at(counts, (np.repeat(np.arange(len(nearest)), nearest.shape[1]),
+                       codes[nearest].ravel()), counted.ravel().astype(float))
+    return counts / np.maximum(counted.sum(axis=1, keepdims=True), 1)
+
+
+def neighbour_label_distribution(
+    features: np.ndarray, codes: np.ndarray, k: int = NEIGHBOURS, block: int = BLOCK
+) -> np.ndarray:
+    """(n, classes) share of each class among an image's k nearest other images."""
+    return label_distribution(nearest_neighbours(features, k, block), codes,
+                              int(codes.max()) + 1)
 
 
 @dataclass
@@ -151,6 +198,27 @@ class Evidence:
     neighbours: int = NEIGHBOURS
     unlabeled: np.ndarray | None = None
     probs: np.ndarray | None = None
+    neighbour_weight: float = NEIGHBOUR_WEIGHT
+    groups: list = field(default_factory=list)  # label_groups.LabelGroup, where looked for
+    pairs: list = field(default_factory=list)  # label_groups.filed_pairs, where looked for
+    _nearest: np.ndarray | None = None
+
+    def nearest(self, k: int) -> np.ndarray:
+        """(n, >= k) each image's nearest others, nearest first (searched once)."""
+        if self._nearest is None or self._nearest.shape[1] < min(k, len(self.codes) - 1):
+            self._nearest = nearest_neighbours(self.features, k)
+        return self._nearest
+
+    def held_out_head(self, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        """(len(test), classes) probabilities from a head trained on the rows `train` only."""
+        classes = int(self.codes.max()) + 1
+        basis = self.features if self.unlabeled is None else np.concatenate(
+            [self.features, self.unlabeled])
+        head = _fit_head(self.features[train], self.codes[train],
+                         Projection.fit(basis, self.seed), self.c, self.seed)
+        probs = np.zeros((len(test), classes))
+        probs[:, head.classes_] = head.predict_proba(self.features[test])
+        return probs
 
     def out_of_fold(self) -> np.ndarray:
         if self.probs is None:
@@ -214,11 +282,30 @@ def _knn(evidence: Evidence):
 
 @register("head_knn")
 def _head_knn(evidence: Evidence):
-    neighbours = neighbour_label_distribution(
-        evidence.features, evidence.codes, evidence.neighbours
-    )
-    blend = (1 - NEIGHBOUR_WEIGHT) * evidence.out_of_fold() + NEIGHBOUR_WEIGHT * neighbours
+    blend = _blend(evidence)
     return 1.0 - evidence.given(blend), blend
+
+
+@register("noise_aware")
+def _noise_aware(evidence: Evidence):
+    """See noise_aware.py: head_knn's blend, twice (the second time without the labels the
+    first suspects), groups judged held out together, scored against the class-pair noise."""
+    return noise_aware.rank(evidence, lambda left_out: _blend(evidence, left_out))
+
+
+def _blend(evidence: Evidence, left_out: np.ndarray | None = None) -> np.ndarray:
+    """head_knn's blend; the rows `left_out` (a mask) neither train the heads nor vote."""
+    classes = int(evidence.codes.max()) + 1
+    if left_out is None:
+        oof = evidence.out_of_fold()
+    else:
+        oof = _normalise(out_of_fold_probabilities(
+            evidence.features, evidence.codes, min(evidence.folds, len(evidence.codes)),
+            evidence.seed, evidence.c, evidence.unlabeled, left_out))
+    neighbours = label_distribution(evidence.nearest(evidence.neighbours), evidence.codes,
+                                    classes, evidence.neighbours,
+                                    None if left_out is None else ~left_out)
+    return _normalise((1 - NEIGHBOUR_WEIGHT) * oof + NEIGHBOUR_WEIGHT * neighbours)
 
 
 def get_ranking(name: str) -> Ranking:
@@ -259,6 +346,7 @@ def find_mislabels(
     flagged = np.zeros(n, bool)
     suggested = labels.copy()
     scored_probs = np.zeros((n, len(classes)))
+    groups: list[MisfiledGroup] = []
     if len(classes) >= 2:
         codes = np.searchsorted(classes, labels[judged])
         given_probs = None
@@ -276,6 +364,14 @@ def find_mislabels(
         # n_jobs=1: by default cleanlab forks a multiprocessing pool, and a fork of a process
         # that runs threads (the worker's, torch's) can hang for ever on a lock it inherited.
         flagged[judged] = find_label_issues(codes, judged_probs, n_jobs=1)
+        positions = np.flatnonzero(judged)
+        for kind, members, given, looks_like in noise_aware.findings(evidence):
+            members = positions[members]
+            members = members[np.argsort(-score[members], kind="stable")]
+            groups.append(MisfiledGroup(members, classes[given], classes[looks_like],
+                                        float(score[members].mean()), kind))
+        # The finding with the most wrong labels to expect first: sum of its suspicion.
+        groups.sort(key=lambda g: -g.score * len(g.positions))
     rank = np.empty(n, np.int64)
     # A stable sort: ties (the unjudged zeros among them) keep the given order.
     rank[np.argsort(-score, kind="stable")] = np.arange(n)
@@ -290,6 +386,7 @@ def find_mislabels(
         probs=scored_probs,
         unscored=int((~judged).sum()),
         seconds=time.perf_counter() - started,
+        groups=groups,
     )
 
 

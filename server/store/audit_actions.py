@@ -26,26 +26,34 @@ def answers_on_pair(db: Database, user_id: int, true_class_id: int,
         [user_id, answered_class_id, true_class_id])]
 
 
+def waiting_for_review(db: Database, image_ids: list[int]) -> set[int]:
+    """The images among `image_ids` that are waiting for a reviewer now."""
+    import json
+
+    return {row[0] for row in db.execute(
+        "SELECT s.image_id FROM json_each(?) j JOIN image_state s ON s.image_id = j.value"
+        " WHERE s.status = 'disputed'", [json.dumps([int(i) for i in image_ids])])}
+
+
 def send_to_review(db: Database, user_id: int, image_ids: list[int]) -> dict:
     """One review request (source 'audit') per image not already waiting for review, in one
-    transaction, as one undoable action. Returns {"action_id", "sent", "already"}."""
+    transaction, as one undoable action (none when every image is already waiting).
+    Returns {"action_id", "sent", "already"}."""
     with write(db):
         for image_id in image_ids:
             if not is_row_id(image_id) or db.execute(
                     "SELECT 1 FROM images WHERE id = ?", [image_id]).fetchone() is None:
                 raise StoreError(f"no image with id {image_id}")
+        waiting = waiting_for_review(db, image_ids)
+        todo = [i for i in dict.fromkeys(image_ids) if i not in waiting]  # once each, in order
+        if not todo:  # nothing to send: no action to undo either
+            return {"action_id": None, "sent": 0, "already": len(set(image_ids))}
         stamp = now_iso()
         action_id = db.execute(
             "INSERT INTO bulk_actions (user_id, kind, created_at) VALUES (?, ?, ?)",
             [user_id, REVIEW, stamp]).lastrowid
-        sent = already = 0
-        for image_id in dict.fromkeys(image_ids):  # once each, in the order given
-            waiting = db.execute(
-                "SELECT 1 FROM image_state WHERE image_id = ? AND status = 'disputed'",
-                [image_id]).fetchone()
-            if waiting:
-                already += 1
-                continue
+        sent, already = 0, len(set(image_ids)) - len(todo)
+        for image_id in todo:
             annotation_id = db.execute(
                 "INSERT INTO annotations (image_id, user_id, kind, source, created_at)"
                 " VALUES (?, ?, 'review', 'audit', ?)", [image_id, user_id, stamp]).lastrowid

@@ -23,7 +23,7 @@ from flask_login import current_user
 
 from .. import annotators, store
 from ..store import audit_actions
-from . import htmx
+from . import audit_steps, htmx
 from .auth import login_required
 from .context import get_db
 
@@ -104,11 +104,7 @@ def review_confused():
 @bp.post("/confused/undo")
 @login_required("admin")
 def undo_confused():
-    action = audit_actions.undo_review_action(get_db(), current_user.id)
-    if action is None:
-        flash("Nothing to undo: no review requests of yours from an audit are left.", "error")
-    else:
-        flash(f"Took back {action['labeled']} review requests.", "ok")
+    audit_steps.undo_latest(get_db(), current_user.id)
     return redirect(url_for("agreement.index"))
 
 

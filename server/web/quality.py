@@ -1,19 +1,22 @@
-"""The quality page (admin): suspected mislabels (one key sends one to review), groups of
-near-duplicates with keep/drop, the sample-size curve with a prediction for a target
-accuracy, and class balance. The checks run as a job; the page polls its progress."""
+"""The quality page (admin): groups of same-looking images filed under the wrong class (one
+key sends a whole group to review, undoable), suspected mislabels (one key sends one to
+review), groups of near-duplicates with keep/drop, the sample-size curve with a prediction
+for a target accuracy, and class balance. The checks run as a job; the page polls its progress."""
 
 from __future__ import annotations
 
 import io
 
-from flask import Blueprint, Response, abort, render_template, request
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from .. import store
 from ..jobs import quality as audit
 from ..jobs import runner
 from ..jobs.queue import enqueue
+from ..store import audit_actions
 from ..store import quality as quality_store
+from . import audit_steps, htmx
 from .auth import login_required
 from .context import get_db, get_project, get_tasks
 
@@ -69,7 +72,58 @@ def index():
     return render_template(
         "quality.html", run=done, result=result, suspects=suspects, page=page, per_page=PAGE,
         prediction=prediction, target=target, dropped=dropped, decided=decided,
+        groups=_groups(db, result, names),
+        undoable=audit_actions.last_review_action(db, current_user.id),
         balance=audit.balance(db), **_status_context())
+
+
+GROUP_THUMBS = 24
+
+
+def _groups(db, result: dict | None, names: dict) -> list[dict]:
+    """The latest run's misfiled groups, each with its class names, the first thumbnails and
+    how many of its images are waiting for review now."""
+    groups = (result or {}).get("suspects", {}).get("groups") or []
+    return [{**g, "index": i, "given_name": names.get(g["given"]),
+             "looks_like_name": names.get(g["looks_like"]), "count": len(g["image_ids"]),
+             "thumbs": g["image_ids"][:GROUP_THUMBS],
+             "waiting": len(audit_actions.waiting_for_review(db, g["image_ids"]))}
+            for i, g in enumerate(groups)]
+
+
+@bp.post("/groups/review")
+@login_required("admin")
+def review_group():
+    """Send every image of one misfiled group to review, in one undoable step. The group is
+    read from the stored findings of the run named in the form (not from the page's list):
+    a newer run since the page was drawn is a 409, and nothing is sent."""
+    db = get_db()
+    run_id = htmx.row_id(request.form.get("run_id"))
+    index = request.form.get("group", "")
+    done = quality_store.latest_findings(db)
+    if run_id is None or not (index.isascii() and index.isdigit()):
+        abort(400, "Missing or malformed run_id or group. Nothing was sent to review.")
+    if done is None or done["id"] != run_id:
+        abort(409, "The quality findings changed since this page was drawn: reload it."
+                   " Nothing was sent to review.")
+    groups = done["result"]["suspects"].get("groups") or []
+    if int(index) >= len(groups):
+        abort(400, f"Run {run_id} has no group {index}. Nothing was sent to review.")
+    group = groups[int(index)]
+    names = {c["id"]: c["name"] for c in store.classes(db)}
+    sent = audit_actions.send_to_review(db, current_user.id, group["image_ids"])
+    flash(f"Sent {sent['sent']} images filed as {names.get(group['given'])} that look like"
+          f" {names.get(group['looks_like'])} to review"
+          + (f" ({sent['already']} were already waiting there)" if sent["already"] else "")
+          + ". Undo takes it back as one.", "ok")
+    return redirect(url_for("quality.index") + "#groups")
+
+
+@bp.post("/groups/undo")
+@login_required("admin")
+def undo_group():
+    audit_steps.undo_latest(get_db(), current_user.id)
+    return redirect(url_for("quality.index") + "#groups")
 
 
 @bp.get("/status")
