@@ -178,6 +178,21 @@ def scoring_threads() -> int:
     return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
+def side_by_side(function, items) -> list:
+    """[function(item) for item in items], in scoring_threads() threads with one BLAS thread
+    each (head fits let go of the GIL in numpy and scipy): five fold heads on 8,000
+    Fashion-MNIST labels took 6.9 s on two cores instead of 10.0 s one after another. The
+    one-thread limit is taken here, around all of them: threadpoolctl's limits are the
+    process's, and a fit leaving its own would lift it under its neighbour."""
+    items = list(items)
+    with threadpool_limits(1):
+        threads = min(scoring_threads(), len(items))
+        if threads < 2:
+            return [function(item) for item in items]
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(function, items))
+
+
 def _folded_scores(x, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """compress(x) @ weights + bias, a cache-sized block of rows at a time (read from `x`
     only then, when it is a cache's rows), the square root taken on float32 in place (the

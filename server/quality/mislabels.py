@@ -31,7 +31,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from ..learner.head import HeadModel, Projection
+from ..learner.head import HeadModel, Projection, side_by_side
 from . import noise_aware
 
 FOLDS = 5
@@ -123,14 +123,20 @@ def out_of_fold_probabilities(
     projection = Projection.fit(basis, seed)
     fold = fold_assignment(codes, folds, seed)
     probs = np.zeros((len(codes), classes))
-    for k in range(folds):
+
+    def fold_probabilities(k: int):
         test, train = fold == k, fold != k
         if left_out is not None:
             train &= ~left_out
         if not test.any() or len(np.unique(codes[train])) < 2:
-            continue
+            return None
         head = _fit_head(features[train], codes[train], projection, c, seed)
-        probs[np.ix_(test, head.classes_)] = head.predict_proba(features[test])
+        return test, head.classes_, head.predict_proba(features[test])
+
+    for found in side_by_side(fold_probabilities, range(folds)):
+        if found is not None:
+            test, columns, fold_probs = found
+            probs[np.ix_(test, columns)] = fold_probs
     return probs
 
 

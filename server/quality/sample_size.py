@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..learner.head import HeadModel, Projection
+from ..learner.head import HeadModel, Projection, side_by_side
 
 FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)
 FOLDS = 5
@@ -140,18 +140,25 @@ def measure_points(
     steps, done = folds * len(fractions), 0
     for k in range(folds):
         train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        for fraction in fractions:
-            for _ in range(repeats if fraction < 1 else 1):
-                chosen = _stratified_subsample(train, codes, fraction, rng)
-                if len(np.unique(codes[chosen])) >= 2:
-                    head = HeadModel.fit(
-                        features[chosen], labels[chosen], seed=seed, projection=projection
-                    )
-                    accuracy = float(np.mean(head.predict(features[test]) == labels[test]))
-                    scores[fraction].append((len(chosen), accuracy))
-            done += 1
-            if progress is not None:
-                progress(done / steps, f"fold {k + 1} of {folds}, {fraction:.0%} of the labels")
+        # The subsamples are drawn in order (the seed fixes them), then fitted side by side.
+        subsamples = [(fraction, _stratified_subsample(train, codes, fraction, rng))
+                      for fraction in fractions for _ in range(repeats if fraction < 1 else 1)]
+
+        def accuracy(subsample, test=test):
+            _fraction, chosen = subsample
+            if len(np.unique(codes[chosen])) < 2:
+                return None
+            head = HeadModel.fit(features[chosen], labels[chosen], seed=seed,
+                                 projection=projection)
+            return float(np.mean(head.predict(features[test]) == labels[test]))
+
+        for (fraction, chosen), measured in zip(subsamples, side_by_side(accuracy, subsamples),
+                                                strict=True):
+            if measured is not None:
+                scores[fraction].append((len(chosen), measured))
+        done += len(fractions)
+        if progress is not None:
+            progress(done / steps, f"fold {k + 1} of {folds}")
     return [
         CurvePoint(int(round(np.mean([n for n, _ in values]))), [a for _, a in values])
         for values in scores.values()
