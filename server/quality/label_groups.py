@@ -47,6 +47,20 @@ PAIR_SIGNIFICANCE = 3.0  # standard deviations: see filed_pairs
 
 
 @dataclass
+class MisfiledGroup:
+    """Images that sit together, all filed under `given`, that as a group look like
+    `looks_like` (label values): one finding, "23 images filed as 7 look like 1"."""
+
+    positions: np.ndarray  # into the images given to find_mislabels, most suspicious first
+    given: object
+    looks_like: object
+    score: float  # the members' mean suspicion
+    # "together": they sit together in embedding space (a run filed in the wrong folder);
+    # "pair": they are the images filed as one class of a pair filed as the other.
+    kind: str = "together"
+
+
+@dataclass
 class LabelGroup:
     """An island: `members` (positions) all filed as code `given`, with the probabilities
     judged from outside it (head without the island, blended with outside neighbours)."""

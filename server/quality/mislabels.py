@@ -33,6 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from ..learner.head import HeadModel, Projection, side_by_side
 from . import noise_aware
+from .label_groups import MisfiledGroup
 
 FOLDS = 5
 # Stronger regularisation than the round's head (0.01): trained on the very labels it is
@@ -42,20 +43,6 @@ NEIGHBOURS = 50
 NEIGHBOUR_WEIGHT = 0.3
 DEFAULT_RANKING = "noise_aware"
 BLOCK = 1024  # rows of the similarity matrix held at once in the neighbour search
-
-
-@dataclass
-class MisfiledGroup:
-    """Images that sit together, all filed under `given`, that as a group look like
-    `looks_like` (label values): one finding, "23 images filed as 7 look like 1"."""
-
-    positions: np.ndarray  # into the images given to find_mislabels, most suspicious first
-    given: object
-    looks_like: object
-    score: float  # the members' mean suspicion
-    # "together": they sit together in embedding space (a run filed in the wrong folder);
-    # "pair": they are the images filed as one class of a pair filed as the other.
-    kind: str = "together"
 
 
 @dataclass
