@@ -48,7 +48,10 @@ def spread(s, labeled: np.ndarray, labels: np.ndarray, classes: int,
     total = f.sum(axis=1, keepdims=True)
     out = np.full((n, classes), 1.0 / classes)
     reached = total[:, 0] > 0
-    out[reached] = f[reached] / total[reached]
+    # Normalised in float64: float32 rows summed to 1 only within 1e-7, and the
+    # probabilities a round publishes and blends are float64 rows that sum to 1.
+    reached_rows = f[reached].astype(np.float64)
+    out[reached] = reached_rows / reached_rows.sum(axis=1, keepdims=True)
     return out
 
 
