@@ -128,7 +128,7 @@ def _estimate(db, round_id: int, learner: Learner, fitted, labeled: np.ndarray,
     (it takes longer than the rest of a head round). A failure here leaves the round done,
     with no estimate and the reason in its message."""
     try:
-        learner.estimate(fitted, labeled, labels)
+        learner.estimate(fitted, labeled, labels, pool_ids=pool)
     except Exception as exc:  # the ranking is published; only the estimate is missing
         traceback.print_exc()
         summary["message"] = f"done; no accuracy estimate: {type(exc).__name__}: {exc}"
@@ -139,6 +139,7 @@ def _estimate(db, round_id: int, learner: Learner, fitted, labeled: np.ndarray,
     summary["per_class"] = {classes[c]: a for c, a in fitted.per_class_accuracy.items()}
     if fitted.temperature is not None and len(pool):
         try:
+            _record_held_out(db, round_id, fitted)
             _recalibrate(db, round_id, pool, probs, fitted)
             summary["temperature"] = fitted.temperature
             summary["calibration_error"] = fitted.calibration_error
@@ -150,6 +151,15 @@ def _estimate(db, round_id: int, learner: Learner, fitted, labeled: np.ndarray,
     return summary
 
 
+def _record_held_out(db, round_id: int, fitted) -> None:
+    """Keep the calibrated held-out predictions: auto-label thresholds are chosen on them
+    (autolabel/plan.py). Stored before the temperature, which tells that they are there."""
+    from ..store.auto_labels import record_held_out
+
+    ids, given, probs, classes = fitted.held_out
+    record_held_out(db, round_id, ids, given, classes[probs.argmax(axis=1)], probs.max(axis=1))
+
+
 def _recalibrate(db, round_id: int, pool: np.ndarray, probs: np.ndarray, fitted) -> None:
     """Rescale the published confidences by the temperature the estimate fitted on held-out
     predictions (learner/calibration.py): the ranking stays as published (one temperature
@@ -158,8 +168,12 @@ def _recalibrate(db, round_id: int, pool: np.ndarray, probs: np.ndarray, fitted)
     from ..learner.calibration import apply_temperature
 
     confidence = apply_temperature(probs, fitted.temperature).max(axis=1)
+    classes = np.asarray(fitted.held_out[3])
+    held_out = fitted.pool_held_out
     round_store.record_calibration(db, round_id, pool, confidence,
-                                   fitted.temperature, *fitted.calibration_error)
+                                   fitted.temperature, *fitted.calibration_error,
+                                   held_out_class_ids=classes[held_out.argmax(axis=1)],
+                                   held_out_confidence=held_out.max(axis=1))
 
 
 def publish(db, round_id: int, pool: np.ndarray, fitted, probs: np.ndarray | None,

@@ -76,6 +76,13 @@ class FitResult:
     notes: list[str] = field(default_factory=list)  # for the round's summary
     temperature: float | None = None  # fitted on out-of-fold predictions (estimate)
     calibration_error: tuple[float, float] | None = None  # held-out ECE before, after
+    # (image ids, their labels, calibrated held-out probabilities, the classes of its
+    # columns): what auto-label thresholds are chosen on (autolabel/plan.py).
+    held_out: tuple | None = field(default=None, repr=False)
+    # The pool predicted by the same held-out models (their mean, calibrated, columns as
+    # held_out's classes): what auto-labels are given from, so that the thresholds chosen on
+    # held_out apply to predictions of the same kind.
+    pool_held_out: np.ndarray | None = field(default=None, repr=False)
 
 
     @property
@@ -248,45 +255,13 @@ class Learner:
             self.estimate(fitted, ids, labels)
         return fitted
 
-    def estimate(self, fitted: FitResult, ids: Sequence[int], labels: Sequence[int]) -> None:
-        """Cross-validated accuracy, overall and per class, into `fitted`. The estimate is
-        the head's, on the frozen embeddings, in both modes: cross-validating a fine-tune
-        would cost k more fine-tunes; the head's is a fair guide to the tuned net's. With
-        label spreading, each fold's held-out images get the blend, spread from the other
-        folds' labels only."""
-        from .calibration import expected_calibration_error, fit_temperature
-        from .head import out_of_fold
+    def estimate(self, fitted: FitResult, ids: Sequence[int], labels: Sequence[int],
+                 pool_ids: Sequence[int] | None = None) -> None:
+        """Cross-validated accuracy, calibration and held-out predictions into `fitted`
+        (estimate.py)."""
+        from .estimate import estimate
 
-        ids = np.asarray(ids, dtype=np.int64)
-        labels = np.asarray(labels, dtype=np.int64)
-        blend = None
-        if fitted.spread is not None:
-            from .spreading import spread_for
-
-            def blend(train, test, head_probs, classes):
-                spread = spread_for(fitted.node_ids, fitted.graph, ids[train], labels[train],
-                                    [int(c) for c in classes])
-                return spread.mix(ids[test], head_probs)
-
-        held_out = out_of_fold(self.embeddings(ids), labels, seed=self.config.seed,
-                               projection=fitted.projection, blend=blend)
-        if held_out is None:
-            fitted.cv_accuracy, fitted.per_class_accuracy = None, {}
-            return
-        _rows, y, probs, classes = held_out
-        predicted = classes[probs.argmax(axis=1)]
-        fitted.cv_accuracy = float(np.mean(predicted == y))
-        fitted.per_class_accuracy = {int(c): float(np.mean(predicted[y == c] == c))
-                                     for c in classes}
-        # One temperature on the same held-out predictions: the probabilities a round
-        # publishes are rescaled by it (calibration.py), so "90 % sure" means 90 % right.
-        right = predicted == y
-        fitted.temperature = fit_temperature(probs, np.searchsorted(classes, y))
-        from .calibration import apply_temperature
-
-        fitted.calibration_error = (
-            expected_calibration_error(probs, right),
-            expected_calibration_error(apply_temperature(probs, fitted.temperature), right))
+        estimate(self, fitted, ids, labels, pool_ids)
 
     def prepare(self, ids: Sequence[int]) -> None:
         """Compute what needs no labels for a round over `ids` (embedded): the head's

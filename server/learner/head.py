@@ -263,14 +263,16 @@ def cross_validate(
 
 def out_of_fold(
     features: np.ndarray, labels: np.ndarray, unlabeled: np.ndarray | None = None, seed: int = 0,
-    projection: Projection | None = None, blend=None,
+    projection: Projection | None = None, blend=None, on_fold=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Stratified k-fold predictions for the labeled images, each from a model that did not
     see its label: (rows of `features` predicted, their labels, probabilities over
     `classes`, classes). Classes with fewer than two labels are left out; None when fewer
     than two classes remain. `blend(train, test, probs, classes)`, when given, turns the
     fold's head probabilities for the rows `test` (positions in `features`) into the
-    model's final ones, knowing only the labels of the rows `train`."""
+    model's final ones, knowing only the labels of the rows `train`. `on_fold(model, train)`,
+    when given, is called with each fold's model once its held-out rows are predicted (and
+    blended): to predict other images with the same models."""
     classes, counts = np.unique(labels, return_counts=True)
     usable = np.isin(labels, classes[counts >= 2])
     if len(np.unique(labels[usable])) < 2:
@@ -288,4 +290,6 @@ def out_of_fold(
         if blend is not None:
             fold = blend(rows[train], rows[test], fold, model.classes_)
         probs[np.ix_(test, np.searchsorted(classes, model.classes_))] = fold
+        if on_fold is not None:
+            on_fold(model, rows[train])
     return rows, y, probs, classes

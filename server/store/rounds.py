@@ -175,16 +175,21 @@ def record_estimate(db: Database, round_id: int, accuracy: float | None, per_cla
 
 def record_calibration(db: Database, round_id: int, image_ids: np.ndarray,
                        confidence: np.ndarray, temperature: float, error_before: float,
-                       error_after: float) -> None:
+                       error_after: float, held_out_class_ids: np.ndarray,
+                       held_out_confidence: np.ndarray) -> None:
     """A finished round's calibrated confidences (the temperature fitted on held-out
-    predictions applied), PREDICTION_CHUNK rows per transaction so votes never wait long,
-    and the temperature with the held-out calibration error before and after it."""
-    rows = list(zip(confidence.tolist(), (int(round_id) for _ in range(len(image_ids))),
-                    image_ids.tolist()))
+    predictions applied) and the held-out models' calibrated prediction of each image
+    (what auto-labels are given from), PREDICTION_CHUNK rows per transaction so votes
+    never wait long, and the temperature with the held-out calibration error before and
+    after it."""
+    rows = list(zip(confidence.tolist(), np.asarray(held_out_class_ids).tolist(),
+                    np.asarray(held_out_confidence, float).tolist(),
+                    (int(round_id) for _ in range(len(image_ids))), image_ids.tolist()))
     for start in range(0, len(rows), PREDICTION_CHUNK):
         with write(db):
             db.conn.executemany(
-                "UPDATE predictions SET confidence = ? WHERE round_id = ? AND image_id = ?",
+                "UPDATE predictions SET confidence = ?, held_out_class_id = ?,"
+                " held_out_confidence = ? WHERE round_id = ? AND image_id = ?",
                 rows[start:start + PREDICTION_CHUNK])
         pause_for_writers()
     with write(db):

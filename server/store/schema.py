@@ -372,3 +372,8 @@ def m009_predictions_by_key(db: Database) -> None:
     db.execute("ALTER TABLE predictions_by_key RENAME TO predictions")
     db.execute('CREATE INDEX "idx_predictions_image_id_round_id"'
                ' ON "predictions" ("image_id", "round_id")')
+
+
+
+# m010 onwards are in schema_later.py (registered after these, so applied in order).
+from . import schema_later  # noqa: E402, F401
