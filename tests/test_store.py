@@ -114,7 +114,7 @@ def test_everything_answered_leaves_nothing_to_hand_out(db):
     assert store.next_images(db, bob, n=2) == []
     assert store.images_left(db, ann) == store.images_left(db, bob) == 0
     assert store.status_counts(db) == {"needs_votes": 0, "agreed": 40, "disputed": 0,
-                                       "adjudicated": 0}
+                                       "adjudicated": 0, "auto": 0}
 
 
 def test_a_late_answer_from_a_stale_tab_drops_other_leases_on_that_image(db):

@@ -15,6 +15,7 @@ from .. import store
 from ..config import Project, ProjectError
 from ..dataset.importer import ImportFailed, ImportReport
 from ..store import ROLES
+from .autolabel import autolabel
 from .quality import audit
 from .rounds import (
     backbones_cmd,
@@ -386,5 +387,5 @@ def _init_with_bar(root: Path, images: Path):
 
 
 # The commands defined in the other modules of this folder.
-for command in (worker, retrain, strategies_cmd, backbones_cmd, simulate, audit):
+for command in (worker, retrain, strategies_cmd, backbones_cmd, simulate, audit, autolabel):
     main.add_command(command)

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 FINAL = ("agreed", "adjudicated")  # statuses whose label trains the model and is exported
-STATUSES = ("needs_votes", "agreed", "disputed", "adjudicated")
+# "auto": labeled by the model alone (an auto-label, no person's answer); it trains nothing
+# and is exported only when asked for (autolabel/).
+STATUSES = ("needs_votes", "agreed", "disputed", "adjudicated", "auto")
 
 
 class RulesError(ValueError):
@@ -61,6 +63,7 @@ def decide(
     model: dict | None = None,
     adjudications: Sequence[tuple[int, int]] = (),
     review_requests: Sequence[int] = (),
+    auto_label: int | None = None,
 ) -> Decision:
     """An image's state from its effective answers: `labels` as (user id or None for an
     imported label, class id) pairs, `unsure` the number of unsure votes, `adjudications` as
@@ -70,7 +73,11 @@ def decide(
     A review request newer than the latest adjudication sends the image to review
     (disputed, whatever the votes say); otherwise the latest adjudication settles it.
     Without either, the votes decide: the weighted vote when `model` is trusted and the
-    votes disagree, the plain majority otherwise; a tie gives no class."""
+    votes disagree, the plain majority otherwise; a tie gives no class. `auto_label`, the
+    class of the model's own effective answer, decides only an image no person has
+    answered (status "auto"): any person's answer supersedes it."""
+    if auto_label is not None and not (labels or unsure or adjudications or review_requests):
+        return Decision("auto", auto_label, None)
     votes = _decide_by_votes(labels, unsure, needed, rules, model)
     latest_request = max(review_requests, default=None)
     latest_adjudication = max(adjudications, default=None)  # annotation ids only grow

@@ -63,7 +63,7 @@ def refresh_state(db: Database, image_id: int) -> dict:
     rows = list(
         db.query(
             "SELECT a.id, a.kind, a.user_id, a.class_id FROM annotations a WHERE a.image_id = ?"
-            f" AND a.kind IN ('label', 'unsure', 'adjudicate', 'review') AND {EFFECTIVE}"
+            f" AND a.kind IN ('label', 'unsure', 'adjudicate', 'review', 'auto') AND {EFFECTIVE}"
             " ORDER BY a.id",
             [image_id],
         )
@@ -80,6 +80,7 @@ def refresh_state(db: Database, image_id: int) -> dict:
         model=latest_annotator_model(db),
         adjudications=[(r["id"], r["class_id"]) for r in rows if r["kind"] == "adjudicate"],
         review_requests=[r["id"] for r in rows if r["kind"] == "review"],
+        auto_label=next((r["class_id"] for r in reversed(rows) if r["kind"] == "auto"), None),
     )
     status, class_id, agreement = decision.status, decision.class_id, decision.agreement
     db.execute(

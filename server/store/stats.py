@@ -22,7 +22,7 @@ def count_today(db: Database, user_id: int) -> int:
 
 
 def status_counts(db: Database) -> dict[str, int]:
-    """Images per consensus status (needs_votes, agreed, disputed, adjudicated)."""
+    """Images per consensus status (needs_votes, agreed, disputed, adjudicated, auto)."""
     counts = dict.fromkeys(STATUSES, 0)
     for row in db.query("SELECT status, count(*) AS n FROM image_state GROUP BY status"):
         counts[row["status"]] = row["n"]

@@ -1,0 +1,159 @@
+"""Which pool images the model may label itself, so that what it labels meets a target
+precision: one threshold per predicted class, chosen on the round's held-out predictions.
+
+A round predicts each consensus-labeled image from a model that did not see its label
+(cross-validation), and rescales every probability by one temperature fitted on those
+predictions (learner/calibration.py). For a class c, the held-out images predicted c at or
+above a confidence t show how often "c, at least t" is right; a threshold is accepted when
+
+- the held-out estimate of that precision reaches the target: the right ones among them
+  plus PRIOR_WEIGHT pseudo-votes at the mean calibrated confidence they had, over their
+  count plus PRIOR_WEIGHT (with a few held-out images the calibration speaks for them, with
+  many their record does), and at least MIN_ABOVE held-out images reach t; and
+- the calibration estimate reaches it too: the mean calibrated confidence of the pool
+  images that would be labeled.
+
+The lowest accepted threshold labels the most images. A class with fewer than MIN_LABELS
+held-out labels, or none of whose thresholds is accepted, gets no auto-labels and a reason.
+
+Knows numpy only; the store gives it arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MIN_LABELS = 10  # held-out consensus labels a class needs before its precision is measured
+MIN_ABOVE = 5  # held-out predictions of the class at or above an accepted threshold
+PRIOR_WEIGHT = 10.0  # pseudo-counts of the calibration's expectation in the held-out estimate
+LOWEST_TARGET, HIGHEST_TARGET = 0.5, 1.0  # a target precision lies strictly between
+
+
+class PlanError(ValueError):
+    """A target that cannot be planned for; the message is for the person who asked."""
+
+
+@dataclass
+class HeldOut:
+    """The round's held-out predictions of its consensus labels (positions align)."""
+
+    given: np.ndarray  # consensus class id
+    predicted: np.ndarray  # class id the held-out model gave
+    confidence: np.ndarray  # its calibrated probability
+
+
+@dataclass
+class Pool:
+    """The round's predictions for the images the model may label (nobody has answered)."""
+
+    image_ids: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+
+
+@dataclass
+class ClassPlan:
+    class_id: int
+    labels: int  # held-out consensus labels of the class
+    threshold: float | None = None  # lowest calibrated confidence labeled; None: none
+    count: int = 0  # pool images it labels
+    expected: float | None = None  # calibration estimate: their mean calibrated confidence
+    held_out_precision: float | None = None  # held-out predictions at or above threshold
+    held_out_count: int = 0
+    reason: str = ""  # why the class gets no auto-labels
+
+    @property
+    def as_dict(self) -> dict:
+        return {"class_id": self.class_id, "labels": self.labels, "threshold": self.threshold,
+                "count": self.count, "expected": self.expected,
+                "held_out_precision": self.held_out_precision,
+                "held_out_count": self.held_out_count, "reason": self.reason}
+
+
+@dataclass
+class Plan:
+    target: float
+    classes: list[ClassPlan]
+    image_ids: np.ndarray = field(repr=False)  # the pool images to label ...
+    class_ids: np.ndarray = field(repr=False)  # ... with these classes
+    confidence: np.ndarray = field(repr=False)  # ... and calibrated confidences
+
+    @property
+    def count(self) -> int:
+        return len(self.image_ids)
+
+    @property
+    def expected(self) -> float | None:
+        """The calibration estimate of the precision of everything labeled."""
+        return float(self.confidence.mean()) if len(self.confidence) else None
+
+
+def check_target(target: float) -> float:
+    if not LOWEST_TARGET < target < HIGHEST_TARGET:
+        raise PlanError(f"a target precision lies between {LOWEST_TARGET} and"
+                        f" {HIGHEST_TARGET}, both excluded (got {target:g}); e.g. 0.98")
+    return float(target)
+
+
+def plan(target: float, held_out: HeldOut, pool: Pool, class_ids) -> Plan:
+    """Thresholds for each class of `class_ids`, and the pool images they label."""
+    target = check_target(target)
+    plans, chosen = [], []
+    for class_id in class_ids:
+        one = _plan_class(int(class_id), target, held_out, pool)
+        plans.append(one)
+        if one.threshold is not None:
+            chosen.append(np.flatnonzero((pool.predicted == class_id)
+                                         & (pool.confidence >= one.threshold)))
+    picked = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+    return Plan(target, plans, pool.image_ids[picked], pool.predicted[picked],
+                pool.confidence[picked])
+
+
+def _plan_class(class_id: int, target: float, held_out: HeldOut, pool: Pool) -> ClassPlan:
+    labels = int(np.sum(held_out.given == class_id))
+    result = ClassPlan(class_id, labels)
+    if labels < MIN_LABELS:
+        result.reason = (f"{labels} held-out consensus label{'s' * (labels != 1)}; needs"
+                         f" {MIN_LABELS} to measure its precision")
+        return result
+    mine = held_out.predicted == class_id
+    order = np.argsort(-held_out.confidence[mine], kind="stable")
+    confidence = held_out.confidence[mine][order]
+    right = (held_out.given[mine] == class_id)[order]
+    if len(confidence) < MIN_ABOVE:
+        result.reason = (f"the model predicted it for {len(confidence)} held-out images;"
+                         f" needs {MIN_ABOVE}")
+        return result
+    counts = np.arange(1, len(confidence) + 1)
+    precision = np.cumsum(right) / counts
+    estimate = (np.cumsum(right) + PRIOR_WEIGHT * np.cumsum(confidence) / counts) / (
+        counts + PRIOR_WEIGHT)
+    in_pool = np.sort(pool.confidence[pool.predicted == class_id])[::-1]
+    best = None
+    for i in range(MIN_ABOVE - 1, len(confidence)):
+        # Ties: a threshold takes every held-out image at its confidence, so judge it at
+        # the last of them.
+        if i + 1 < len(confidence) and confidence[i + 1] == confidence[i]:
+            continue
+        if estimate[i] < target:
+            continue
+        labeled = int(np.searchsorted(-in_pool, -confidence[i], side="right"))
+        if labeled and in_pool[:labeled].mean() < target:
+            continue
+        best = i
+    if best is None:
+        top = int(np.argmax(estimate[MIN_ABOVE - 1:])) + MIN_ABOVE - 1
+        result.reason = (f"no threshold reaches {target:.1%}: the best held-out estimate is"
+                         f" {estimate[top]:.1%} (at {confidence[top]:.3f} or above)")
+        return result
+    result.threshold = float(confidence[best])
+    result.held_out_precision = float(precision[best])
+    result.held_out_count = int(best + 1)
+    result.count = int(np.searchsorted(-in_pool, -confidence[best], side="right"))
+    result.expected = float(in_pool[:result.count].mean()) if result.count else None
+    if not result.count:
+        result.reason = "no unanswered pool image is predicted this class that surely"
+    return result

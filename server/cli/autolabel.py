@@ -1,0 +1,96 @@
+"""`activelabel autolabel`: the model labels the images it is sure of, from the shell."""
+
+from __future__ import annotations
+
+import click
+
+from ..config import Project
+
+
+@click.command()
+@click.argument("project", type=click.Path(file_okay=False))
+@click.option("--precision", default=0.98, show_default=True, type=float,
+              help="Target precision of what the model labels, between 0.5 and 1 (e.g. 0.98).")
+@click.option("--classes", default=None,
+              help="Comma-separated class names to auto-label; default: every class.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would be labeled, per class, and write nothing.")
+@click.option("--withdraw", is_flag=True,
+              help="Retract the model's labels (of --classes, or all) instead: those images"
+                   " go back to the queue.")
+def autolabel(project: str, precision: float, classes: str | None, dry_run: bool,
+              withdraw: bool) -> None:
+    """Label the pool images the latest round is sure of, so that what it labels is right
+    at the target precision: one threshold per class, chosen on the round's held-out
+    predictions of the consensus labels. The labels are answers from source 'model': they
+    never outvote a person, a person's vote supersedes them, they train nothing and are
+    not exported by default."""
+    from ..autolabel.run import AutoLabelError, apply, preview
+    from ..projects import open_db
+    from ..store import auto_labels
+
+    names = [n.strip() for n in classes.split(",") if n.strip()] if classes else None
+    db = open_db(Project.open(project))
+    try:
+        if withdraw:
+            _withdraw(db, names)
+            return
+        try:
+            made = preview(db, precision, names)
+        except AutoLabelError as exc:
+            raise click.ClickException(str(exc)) from None
+        _print_preview(made)
+        if dry_run:
+            click.echo("Nothing written (--dry-run).")
+            return
+        if not made.plan.count:
+            click.echo("Nothing to label at this target: nothing written.")
+            return
+        run_id, written = apply(db, made)
+        counts = auto_labels.auto_label_counts(db)
+        click.echo(f"{written} images labeled by the model (run {run_id}); {sum(counts.values())}"
+                   f" in all now. `activelabel autolabel {project} --withdraw` takes them back.")
+    finally:
+        db.conn.close()
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _print_preview(made) -> None:
+    round_row, target = made.round, made.plan.target
+    click.echo(f"Round {round_row['id']} ({round_row['labels_used']} labels): auto-labels at a"
+               f" target precision of {target:.1%}")
+    click.echo(f"{'class':<12} {'labels':>6} {'threshold':>9} {'to label':>8} {'expected':>8}"
+               f" {'held-out':>15}")
+    for one in made.plan.classes:
+        name = made.names.get(one.class_id, str(one.class_id))
+        if one.threshold is None:
+            click.echo(f"{name:<12} {one.labels:>6} {'-':>9} {0:>8}  none: {one.reason}")
+            continue
+        held = f"{_percent(one.held_out_precision)} of {one.held_out_count}"
+        click.echo(f"{name:<12} {one.labels:>6} {one.threshold:>9.3f} {one.count:>8}"
+                   f" {_percent(one.expected):>8} {held:>15}")
+    click.echo(f"In all: {made.plan.count} images would be labeled, expected precision"
+               f" {_percent(made.plan.expected)} (the calibrated confidence of what is"
+               " labeled); 'held-out': how often the round's held-out predictions above the"
+               " threshold were right. Both are measured on the labeled images: where the"
+               " unlabeled ones differ from them, the real precision can be lower.")
+    for note in made.notes:
+        click.echo(f"Note: {note}")
+
+
+def _withdraw(db, names: list[str] | None) -> None:
+    from .. import store
+    from ..store import auto_labels
+
+    class_ids = None
+    if names:
+        by_name = {c["name"]: c["id"] for c in store.classes(db)}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise click.ClickException(f"no class named {', '.join(map(repr, unknown))}")
+        class_ids = [by_name[n] for n in names]
+    withdrawn = auto_labels.withdraw(db, class_ids)
+    click.echo(f"Withdrew {withdrawn} auto-labels; those images are back in the queue.")
