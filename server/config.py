@@ -135,8 +135,9 @@ class ProjectConfig:
                 raise ProjectError(f"{key} must be between 16 and 4096")
 
     def time_limit(self, kind: str) -> int:
-        """Seconds a job of `kind` (round, clustering, quality) may run in the worker."""
-        return getattr(self, f"{kind}_time_limit_seconds") or self.time_limit_seconds
+        """Seconds a job of `kind` (round, clustering, quality; an auto-label run has no
+        limit of its own) may run in the worker."""
+        return getattr(self, f"{kind}_time_limit_seconds", 0) or self.time_limit_seconds
 
     def round_batch(self) -> int | None:
         """The batch a round ranks first (strategies.rank_pool), None for none."""

@@ -100,10 +100,13 @@ def test_auto_labels_are_appended_answers_that_meet_the_target(data, runner):
     assert all(r["source"] == "model" and r["user_id"] is None for r in rows)
     assert all(r["round_id"] == serving["id"] and 0.5 < r["confidence"] <= 1.0 for r in rows)
     assert f"{len(rows)} images labeled by the model" in result.output
-    # Out of the people's queue, not in the training set, counted as labeled by the model.
+    # Out of the people's queue (but for the spot check's sample), not in the training set,
+    # counted as labeled by the model.
     auto_ids = {r["image_id"] for r in rows}
-    assert not auto_ids & set(data.queue())
-    assert len(data.queue()) == pool_before - len(rows)
+    sampled = {r[0] for r in data.db.execute("SELECT image_id FROM spot_checks")}
+    assert sampled < auto_ids
+    assert auto_ids & set(data.queue()) == sampled
+    assert len(data.queue()) == pool_before - len(rows) + len(sampled)
     assert not auto_ids & {r["id"] for r in round_store.training_set(data.db)}
     assert store.status_counts(data.db)["auto"] == len(rows)
     assert not auto_ids & {r["id"] for r in store.labeled_images(data.db)}  # not exported
@@ -118,14 +121,14 @@ def test_auto_labels_are_appended_answers_that_meet_the_target(data, runner):
     assert again == state == {"status": "auto", "class_id": rows[0]["class_id"], "votes": 0}
 
 
-def test_a_persons_vote_supersedes_the_models(data):
-    serving = job_rows.latest(data.db, "rounds", status="done")
-    ids, predicted, confidence = auto_labels.eligible(data.db, serving["id"])
-    chosen = np.argsort(-confidence)[:2]
-    auto_labels.add_auto_labels(data.db, serving["id"], 0.9, {}, ids[chosen],
-                                predicted[chosen], confidence[chosen])
-    first, second = (int(i) for i in ids[chosen])
-    other = next(c for n, c in data.classes.items() if c != int(predicted[chosen[0]]))
+def test_a_persons_vote_supersedes_the_models(data, runner):
+    assert runner.invoke(main, ["autolabel", str(data.project.root), "--precision", "0.9",
+                                "--no-spot-check"]).exit_code == 0
+    model = data.db.execute("SELECT image_id, class_id FROM image_state WHERE status = 'auto'"
+                            " ORDER BY image_id LIMIT 2").fetchall()
+    first, second = (row[0] for row in model)
+    predicted = [row[1] for row in model]
+    other = next(c for c in data.classes.values() if c != predicted[0])
     store.add_vote(data.db, data.user("ann"), first, "label", other)
     state = data.db.execute("SELECT status, class_id FROM image_state WHERE image_id = ?",
                             [first]).fetchone()
@@ -137,8 +140,8 @@ def test_a_persons_vote_supersedes_the_models(data):
     store.undo_latest(data.db, data.user("ann"), last)
     state = data.db.execute("SELECT status, class_id FROM image_state WHERE image_id = ?",
                             [first]).fetchone()
-    assert tuple(state) == ("auto", int(predicted[chosen[0]]))
-    assert auto_labels.auto_answer(data.db, second)["class_id"] == int(predicted[chosen[1]])
+    assert tuple(state) == ("auto", predicted[0])
+    assert auto_labels.auto_answer(data.db, second)["class_id"] == predicted[1]
 
 
 def test_withdraw_appends_retractions_and_requeues(data, runner):
@@ -241,3 +244,89 @@ def test_the_admin_page_counts_the_models_labels(data, runner):
     login(client, "admin")
     page = client.get("/admin/").get_data(as_text=True)
     assert f"{count} labeled by the model" in page
+
+
+def test_the_spot_check_goes_to_people_blind_and_measures_the_labels(data, runner):
+    """A random sample of the new auto-labels goes to the front of the queue, the card
+    shows no prediction for it, a skip leaves it for the next person, and the report
+    compares the people's answers with the model's labels."""
+    from conftest import card_images, login
+
+    from server.app import create_app
+
+    root = str(data.project.root)
+    result = runner.invoke(main, ["autolabel", root, "--precision", "0.9"])
+    assert result.exit_code == 0, result.output
+    sampled = [r[0] for r in data.db.execute("SELECT image_id FROM spot_checks")]
+    written = store.status_counts(data.db)["auto"]
+    assert 0 < len(sampled) <= written and f"Spot check: {len(sampled)} of them" in result.output
+    front = sorted(data.queue().items(), key=lambda item: item[1])[:len(sampled)]
+    assert {image_id for image_id, _ in front} == set(sampled)
+    # On the labeling card: the image, and no "Model suggests".
+    client = create_app(data.project.root, {"TESTING": True}).test_client()
+    login(client, "ann")
+    page = client.get("/label").get_data(as_text=True)
+    assert card_images(page)[0] in sampled and "Model suggests" not in page
+    # Ann skips one (still in the queue for others) and answers the rest truly, one wrong
+    # on purpose where the model was right.
+    skipped, *answered = store.next_images(data.db, data.user("ann"), n=len(sampled))
+    store.add_handed_vote(data.db, data.user("ann"), skipped, "skip")
+    assert skipped in data.queue()
+    names = {v: k for k, v in data.classes.items()}
+    model = dict(data.db.execute("SELECT image_id, class_id FROM image_state WHERE status ="
+                                 " 'auto'").fetchall())
+    flipped = next(i for i in answered if names[model[i]] == data.truth[i])
+    for image_id in answered:
+        truth = data.truth[image_id]
+        if image_id == flipped:
+            truth = next(n for n in CLASSES if n != truth)
+        store.add_handed_vote(data.db, data.user("ann"), image_id, "label", data.classes[truth])
+    expected_right = sum(names[model[i]] == data.truth[i] for i in answered) - 1
+    result = runner.invoke(main, ["autolabel", root, "--report"])
+    assert result.exit_code == 0, result.output
+    overall = next(line for line in result.output.splitlines() if line.startswith("all "))
+    assert overall.split()[1:5] == [str(len(answered)), "of", str(len(sampled)),
+                                    str(expected_right)], overall
+
+
+def test_the_page_previews_runs_the_job_and_withdraws_a_class(data):
+    """The admin's way: preview (nothing written), start the run (a job, run here as the
+    worker would), see the measured table, withdraw one class's labels."""
+    from conftest import login
+
+    from server.app import create_app
+    from server.jobs.autolabel import run
+
+    client = create_app(data.project.root, {"TESTING": True}).test_client()
+    token = login(client, "admin")
+    before = annotation_rows(data.db)
+    page = client.get("/admin/autolabel/?target=0.95&margin=2").get_data(as_text=True)
+    planned = int(page.split("<strong>")[1].split("</strong>")[0])
+    assert planned > 0 and "images would be labeled" in page
+    assert annotation_rows(data.db) == before
+    for bad in ("1.5", "0.4", "abc"):
+        response = client.get(f"/admin/autolabel/?target={bad}")
+        assert response.status_code == 400, bad
+    assert client.post("/admin/autolabel/run", data={"target": "2", "csrf_token": token}
+                       ).status_code == 400
+    assert client.get("/admin/autolabel/?target=0.95&classes=cat").status_code == 400
+    response = client.post("/admin/autolabel/run",
+                           data={"target": "0.95", "margin": "2", "csrf_token": token})
+    assert response.status_code == 302
+    queued = job_rows.active(data.db, "auto_label_runs")
+    assert queued["status"] == "queued" and queued["target"] == 0.95
+    done = run(data.project, queued["id"])
+    assert done["labeled"] == planned == store.status_counts(data.db)["auto"]
+    page = client.get("/admin/autolabel/").get_data(as_text=True)
+    assert f"{planned} images stand labeled by the model alone" in page
+    assert f"Run {queued['id']}: {planned} images labeled by the model" in page
+    # Withdraw the class with the most auto-labels.
+    counts = auto_labels.auto_label_counts(data.db)
+    class_id = max(counts, key=counts.get)
+    response = client.post("/admin/autolabel/withdraw",
+                           data={"class_id": str(class_id), "csrf_token": token})
+    assert response.status_code == 302
+    assert class_id not in auto_labels.auto_label_counts(data.db)
+    assert store.status_counts(data.db)["auto"] == planned - counts[class_id]
+    assert client.post("/admin/autolabel/withdraw", data={"class_id": "999999",
+                       "csrf_token": token}).status_code == 400

@@ -1,6 +1,8 @@
 """Auto-labeling a project: check that the serving round can vouch for its predictions, plan
-the thresholds (plan.py) on its held-out predictions, and append the auto-labels. The CLI
-(`activelabel autolabel`) calls `preview`, then `apply` unless it is a dry run. No Flask."""
+the thresholds (plan.py) on its held-out predictions (`preview`: a dry run, what the page
+and `--dry-run` show), append the auto-labels and send the spot check (`apply`, inside an
+auto-label job: jobs/autolabel.py), and what the spot checks measured (`report`). No
+Flask."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from .. import store
 from ..store import auto_labels
 from ..store.rounds import serving_round
 from .plan import HeldOut, Plan, PlanError, Pool, check_target, plan
+from .spot_check import MARGIN, draw, measure, run_sample_size
 
 
 class AutoLabelError(ValueError):
@@ -45,6 +48,9 @@ def preview(db, target: float, class_names: list[str] | None = None) -> Preview:
     if round_row.get("mode") == "cold start":
         raise AutoLabelError(f"round {rid} ranked the images without a model (cold start):"
                              " label images of two classes or more, then retrain")
+    if not round_row.get("pool_size"):
+        raise AutoLabelError(f"round {rid} had no unlabeled images to predict: nothing is"
+                             " left to auto-label")
     given, predicted, confidence = auto_labels.held_out(db, rid)
     if round_row.get("temperature") is None or not len(given):
         raise AutoLabelError(f"round {rid} left no calibrated held-out predictions to measure"
@@ -84,9 +90,36 @@ def _chosen_classes(classes: dict[int, str], given: np.ndarray,
     return chosen
 
 
-def apply(db, made: Preview, requested_by: int | None = None) -> tuple[int, int]:
-    """Append the previewed auto-labels: (run id, how many were written; fewer than
-    planned where people answered or took images meanwhile)."""
-    return auto_labels.add_auto_labels(
-        db, made.round["id"], made.plan.target, made.as_dict(), made.plan.image_ids,
-        made.plan.class_ids, made.plan.confidence, requested_by)
+@dataclass
+class Applied:
+    run_id: int
+    written: int  # auto-labels appended (fewer than planned where people answered first)
+    spot_checked: int  # of them sent to people as the spot check
+
+
+def apply(db, made: Preview, run_id: int, margin: float | None = MARGIN,
+          seed: int = 0) -> Applied:
+    """Append the previewed auto-labels for the running run `run_id`, then send a seeded
+    random sample of them to people as the spot check, sized for `margin` over every
+    auto-label standing (None: no spot check)."""
+    written = auto_labels.add_auto_labels(db, run_id, made.round["id"], made.plan.image_ids,
+                                          made.plan.class_ids, made.plan.confidence)
+    sent = 0
+    if margin is not None and written:
+        before = sum(p["labels"] for p in auto_labels.populations(db)) - written
+        size = run_sample_size(written, before, made.plan.expected, margin)
+        drawn = draw(auto_labels.run_image_ids(db, run_id), size, seed=seed * 1_000_003 + run_id)
+        sent = auto_labels.start_spot_check(db, run_id, drawn)
+    return Applied(run_id, written, sent)
+
+
+def report(db) -> dict | None:
+    """Every auto-label standing, as the spot checks measure them so far: per class and
+    overall (last), beside the calibration estimate; and the latest run."""
+    run = auto_labels.latest_run(db)
+    if run is None:
+        return None
+    measured = measure(auto_labels.spot_check_rows(db), auto_labels.populations(db),
+                       run["target"])
+    return {"run": run, "measured": [m.as_dict for m in measured],
+            "standing": auto_labels.auto_label_counts(db)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from ..config import Project
@@ -18,22 +20,39 @@ from ..config import Project
 @click.option("--withdraw", is_flag=True,
               help="Retract the model's labels (of --classes, or all) instead: those images"
                    " go back to the queue.")
+@click.option("--margin", default=0.02, show_default=True, type=float,
+              help="The spot check is sized for this half-width of its 90 % interval.")
+@click.option("--no-spot-check", is_flag=True,
+              help="Send no sample of the new auto-labels to people.")
+@click.option("--report", is_flag=True,
+              help="Print what the latest run's spot check has measured, and write nothing.")
 def autolabel(project: str, precision: float, classes: str | None, dry_run: bool,
-              withdraw: bool) -> None:
+              withdraw: bool, margin: float, no_spot_check: bool, report: bool) -> None:
     """Label the pool images the latest round is sure of, so that what it labels is right
     at the target precision: one threshold per class, chosen on the round's held-out
     predictions of the consensus labels. The labels are answers from source 'model': they
     never outvote a person, a person's vote supersedes them, they train nothing and are
-    not exported by default."""
-    from ..autolabel.run import AutoLabelError, apply, preview
+    not exported by default. A seeded random sample of them (the spot check) goes to the
+    front of the annotators' queue, the model's answer hidden; --report prints what their
+    answers measure."""
+    from ..autolabel.run import AutoLabelError, preview
+    from ..jobs.autolabel import run
+    from ..jobs.runner import AUTOLABEL
     from ..projects import open_db
-    from ..store import auto_labels
+    from ..store import auto_labels, job_rows
 
+    if not no_spot_check and not 0 < margin < 0.5:
+        raise click.ClickException(f"--margin is a half-width between 0 and 0.5 (got"
+                                   f" {margin:g}); e.g. 0.02 for ±2 points")
     names = [n.strip() for n in classes.split(",") if n.strip()] if classes else None
-    db = open_db(Project.open(project))
+    opened = Project.open(project)
+    db = open_db(opened)
     try:
         if withdraw:
             _withdraw(db, names)
+            return
+        if report:
+            _print_report(db, project)
             return
         try:
             made = preview(db, precision, names)
@@ -46,10 +65,28 @@ def autolabel(project: str, precision: float, classes: str | None, dry_run: bool
         if not made.plan.count:
             click.echo("Nothing to label at this target: nothing written.")
             return
-        run_id, written = apply(db, made)
+        run_id, created = job_rows.queue(
+            db, AUTOLABEL.table, None, target=precision,
+            classes=json.dumps(names) if names else None,
+            margin=None if no_spot_check else margin)
+        if not created:
+            raise click.ClickException(f"auto-label run {run_id} is already queued or running")
+    finally:
+        db.conn.close()
+    try:
+        done = run(opened, run_id)
+    except AutoLabelError as exc:
+        raise click.ClickException(str(exc)) from None
+    db = open_db(opened)
+    try:
         counts = auto_labels.auto_label_counts(db)
-        click.echo(f"{written} images labeled by the model (run {run_id}); {sum(counts.values())}"
-                   f" in all now. `activelabel autolabel {project} --withdraw` takes them back.")
+        click.echo(f"{done['labeled']} images labeled by the model (run {run_id});"
+                   f" {sum(counts.values())} in all now. `activelabel autolabel {project}"
+                   " --withdraw` takes them back.")
+        if done["spot_checked"]:
+            click.echo(f"Spot check: {done['spot_checked']} of them, drawn at random, go to the"
+                       " front of the annotators' queue with the model's answer hidden;"
+                       f" `activelabel autolabel {project} --report` shows what they measure.")
     finally:
         db.conn.close()
 
@@ -94,3 +131,31 @@ def _withdraw(db, names: list[str] | None) -> None:
         class_ids = [by_name[n] for n in names]
     withdrawn = auto_labels.withdraw(db, class_ids)
     click.echo(f"Withdrew {withdrawn} auto-labels; those images are back in the queue.")
+
+
+def _print_report(db, project: str) -> None:
+    from .. import store
+    from ..autolabel.run import report
+
+    found = report(db)
+    if found is None:
+        click.echo("No auto-labels yet.")
+        return
+    run, names = found["run"], {c["id"]: c["name"] for c in store.classes(db)}
+    click.echo(f"Run {run['id']} (round {run['round_id']}, target {run['target']:.1%}):"
+               f" {run['labeled']} auto-labels; {sum(found['standing'].values())} stand now")
+    click.echo(f"{'class':<12} {'checked':>12} {'right':>6} {'accuracy':>9} {'90% interval':>15}"
+               f" {'expected':>9}")
+    for row in found["measured"]:
+        name = "all" if row["class_id"] is None else names.get(row["class_id"], "?")
+        checked = f"{row['checked']} of {row['sampled']}"
+        span = f"{row['low']:.1%}-{row['high']:.1%}" if row["checked"] else "-"
+        flag = "  below the target" if row["below_target"] else ""
+        click.echo(f"{name:<12} {checked:>12} {row['right']:>6} {_percent(row['accuracy']):>9}"
+                   f" {span:>15} {_percent(row['expected']):>9}{flag}")
+    low = [names.get(r["class_id"], "?") for r in found["measured"]
+           if r["below_target"] and r["class_id"] is not None]
+    if low:
+        click.echo(f"Measured below the target: {', '.join(low)}. `activelabel autolabel"
+                   f" {project} --withdraw --classes {','.join(low)}` takes their"
+                   " auto-labels back.")

@@ -1,6 +1,7 @@
-"""The one life of every job (a round, a clustering, a quality run): start -> heartbeat ->
-staged progress -> publish, or fail with the reason; the worker's way to run one in a
-process of its own under a time limit; and the check that finds a job whose worker died.
+"""The one life of every job (a round, a clustering, a quality run, an auto-label run):
+start -> heartbeat -> staged progress -> publish, or fail with the reason; the worker's way
+to run one in a process of its own under a time limit; and the check that finds a job whose
+worker died.
 Each job module gives its kind, its stages and a `work(db, progress)` that does the work and
 publishes; everything around it is here, written once, so no kind can lose its heartbeat,
 its time limit or its stale check again."""
@@ -51,11 +52,13 @@ class JobKind:
 ROUND = JobKind("round", "rounds", "round")
 CLUSTERING = JobKind("clustering", "clusterings", "clustering")
 QUALITY = JobKind("quality", "quality_runs", "quality run")
-KINDS = {kind.name: kind for kind in (ROUND, CLUSTERING, QUALITY)}
+AUTOLABEL = JobKind("autolabel", "auto_label_runs", "auto-label run")
+KINDS = {kind.name: kind for kind in (ROUND, CLUSTERING, QUALITY, AUTOLABEL)}
 
 # The module that runs each kind of job: its `run(project, job_id, started=False)`. Imported
 # when a job runs, so enqueueing (the web process) never loads the learner.
-RUNNERS = {"round": ".round", "clustering": ".clustering", "quality": ".quality"}
+RUNNERS = {"round": ".round", "clustering": ".clustering", "quality": ".quality",
+           "autolabel": ".autolabel"}
 
 log = logging.getLogger("activelabel.jobs")
 

@@ -26,6 +26,7 @@ from .consensus import (
     save_annotator_model,
     set_rules,
 )
+from .export_rows import disputed_images, labeled_images
 from .images import (
     add_classes,
     add_images,
@@ -47,8 +48,6 @@ from .labels import (
     add_vote,
     adjudicate,
     answer_unanswered,
-    disputed_images,
-    labeled_images,
     last_answer,
     refresh_multivote,
     request_review,

@@ -15,8 +15,9 @@ import time
 import numpy as np
 from sqlite_utils import Database
 
-from .connection import insert_columns, now_iso, pause_for_writers, read, write
-from .labels import EFFECTIVE
+from . import job_rows
+from .connection import StoreError, insert_columns, now_iso, pause_for_writers, write
+from .labels import EFFECTIVE, SPOT_CHECK_PRIORITY
 from .rounds import KEY_SCALE, PREDICTION_CHUNK, UNRANKED
 
 # An image the model may label: nobody has an effective answer on it, nobody holds it now
@@ -86,27 +87,31 @@ def answers_after(db: Database, round_row: dict) -> int:
         [round_row["started_at"] or round_row["created_at"]]).fetchone()[0]
 
 
-def add_auto_labels(db: Database, round_id: int, target: float, plan: dict,
-                    image_ids: np.ndarray, class_ids: np.ndarray, confidence: np.ndarray,
-                    requested_by: int | None = None) -> tuple[int, int]:
-    """Append the auto-labels and record the run that chose them: (run id, labels written).
-    PREDICTION_CHUNK images per transaction; each chunk is checked again inside its
-    transaction, so an image a person answered (or took) meanwhile is left to them."""
-    with write(db):
-        run_id = db.execute(
-            "INSERT INTO auto_label_runs (round_id, created_at, requested_by, target, plan,"
-            " labeled) VALUES (?, ?, ?, ?, ?, 0)",
-            [round_id, now_iso(), requested_by, target, json.dumps(plan)]).lastrowid
+def add_auto_labels(db: Database, run_id: int, round_id: int, image_ids: np.ndarray,
+                    class_ids: np.ndarray, confidence: np.ndarray) -> int:
+    """Append a running auto-label run's labels: how many were written. PREDICTION_CHUNK
+    images per transaction; each chunk is checked again inside its transaction, so an image
+    a person answered (or took) meanwhile is left to them."""
     written = 0
     columns = (np.asarray(image_ids).tolist(), np.asarray(class_ids).tolist(),
                np.asarray(confidence, float).tolist())
     for start in range(0, len(columns[0]), PREDICTION_CHUNK):
         with write(db):
+            if not job_rows.is_running(db, "auto_label_runs", run_id):
+                raise StoreError(f"auto-label run {run_id} is not running; it stops here")
             written += _write_chunk(db, run_id, round_id, columns, start)
         pause_for_writers()
+    return written
+
+
+def finish_run(db: Database, run_id: int, round_id: int | None, plan: dict, labeled: int,
+               spot_checked: int, message: str) -> None:
+    """Mark an auto-label run done with what it did."""
     with write(db):
-        db.execute("UPDATE auto_label_runs SET labeled = ? WHERE id = ?", [written, run_id])
-    return run_id, written
+        db.execute(
+            "UPDATE auto_label_runs SET status = 'done', finished_at = ?, progress = 1,"
+            " message = ?, round_id = ?, plan = ?, labeled = ?, spot_checked = ? WHERE id = ?",
+            [now_iso(), message, round_id, json.dumps(plan), labeled, spot_checked, run_id])
 
 
 def _write_chunk(db: Database, run_id: int, round_id: int, columns, start: int) -> int:
@@ -182,6 +187,76 @@ def withdraw(db: Database, class_ids: list[int] | None = None, run_id: int | Non
         return db.execute("SELECT count(*) FROM temp.auto_gone").fetchone()[0]
 
 
+# --- the spot check ---------------------------------------------------------------------------
+
+
+def run_image_ids(db: Database, run_id: int) -> np.ndarray:
+    """The images a run labeled (its auto-labels, withdrawn or not), ascending."""
+    return np.fromiter((r[0] for r in db.execute(
+        "SELECT image_id FROM auto_answers WHERE run_id = ? ORDER BY image_id", [run_id])),
+        np.int64)
+
+
+def start_spot_check(db: Database, run_id: int, image_ids) -> int:
+    """Send these images of the run (a random sample) to people: each goes to the front of
+    the queue, and stays there until a person answers it (labels.refresh_state). One
+    transaction. Returns how many were sent (an image whose auto-label was superseded or
+    withdrawn meanwhile is not)."""
+    created = now_iso()
+    with write(db):
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS spot_next (image_id INTEGER PRIMARY KEY)")
+        db.execute("DELETE FROM temp.spot_next")
+        db.conn.executemany("INSERT OR IGNORE INTO temp.spot_next (image_id) VALUES (?)",
+                            [(int(i),) for i in image_ids])
+        db.execute(
+            "INSERT OR IGNORE INTO spot_checks (run_id, image_id, annotation_id, created_at)"
+            " SELECT x.run_id, x.image_id, x.annotation_id, ? FROM auto_answers x"
+            " JOIN annotations a ON a.id = x.annotation_id JOIN image_state s"
+            " ON s.image_id = x.image_id WHERE x.run_id = ? AND s.status = 'auto'"
+            f" AND x.image_id IN (SELECT image_id FROM temp.spot_next) AND {EFFECTIVE}",
+            [created, run_id])
+        db.execute(
+            "INSERT INTO queue (image_id, priority) SELECT image_id, ? FROM spot_checks"
+            " WHERE run_id = ? AND created_at = ? ON CONFLICT (image_id) DO UPDATE SET"
+            " priority = excluded.priority", [SPOT_CHECK_PRIORITY, run_id, created])
+        return db.execute("SELECT count(*) FROM spot_checks WHERE run_id = ? AND"
+                          " created_at = ?", [run_id, created]).fetchone()[0]
+
+
+# The first answer a person gave the image after the model's label (undone ones excluded).
+_FIRST_ANSWER = (
+    "SELECT h.{column} FROM annotations h WHERE h.image_id = c.image_id"
+    " AND h.user_id IS NOT NULL AND h.kind IN ('label', 'unsure') AND h.id > c.annotation_id"
+    " AND NOT EXISTS (SELECT 1 FROM annotations r WHERE r.retracts_id = h.id)"
+    " ORDER BY h.id LIMIT 1"
+)
+
+
+def spot_check_rows(db: Database) -> list[dict]:
+    """Per spot-checked image whose auto-label stands (not withdrawn): its run, the model's
+    class and confidence, and the first person's answer since (class id, or unsure), None
+    while nobody has answered."""
+    rows = db.query(
+        "SELECT c.run_id, c.image_id, a.class_id, x.confidence,"
+        f" ({_FIRST_ANSWER.format(column='kind')}) AS kind,"
+        f" ({_FIRST_ANSWER.format(column='class_id')}) AS answer"
+        " FROM spot_checks c JOIN annotations a ON a.id = c.annotation_id"
+        f" JOIN auto_answers x ON x.annotation_id = c.annotation_id WHERE {EFFECTIVE}"
+        " ORDER BY c.image_id")
+    return [{"run_id": r["run_id"], "image_id": r["image_id"], "class_id": r["class_id"],
+             "confidence": r["confidence"], "unsure": r["kind"] == "unsure",
+             "answer": r["answer"] if r["kind"] == "label" else None} for r in rows]
+
+
+def populations(db: Database) -> list[dict]:
+    """Per (run, class): the auto-labels that stand (not withdrawn; a person's later vote
+    may have superseded them) and their summed confidence: what the spot checks measure."""
+    return list(db.query(
+        "SELECT x.run_id, a.class_id, count(*) AS labels, sum(x.confidence) AS confidence"
+        " FROM auto_answers x JOIN annotations a ON a.id = x.annotation_id"
+        f" WHERE {EFFECTIVE} GROUP BY x.run_id, a.class_id ORDER BY x.run_id, a.class_id"))
+
+
 # --- what there is --------------------------------------------------------------------------
 
 
@@ -192,11 +267,9 @@ def auto_label_counts(db: Database) -> dict[int, int]:
 
 
 def latest_run(db: Database) -> dict | None:
-    with read(db):
-        rows = list(db.query("SELECT * FROM auto_label_runs ORDER BY id DESC LIMIT 1"))
-    if not rows:
-        return None
-    return rows[0] | {"plan": json.loads(rows[0]["plan"])}
+    """The latest auto-label run that finished, its plan decoded."""
+    row = job_rows.latest(db, "auto_label_runs", status="done")
+    return row | {"plan": json.loads(row["plan"] or "{}")} if row else None
 
 
 def auto_answer(db: Database, image_id: int) -> dict | None:

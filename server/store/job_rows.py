@@ -12,7 +12,7 @@ from sqlite_utils import Database
 
 from .connection import StoreError, is_row_id, now_iso, write
 
-JOB_TABLES = ("rounds", "clusterings", "quality_runs")
+JOB_TABLES = ("rounds", "clusterings", "quality_runs", "auto_label_runs")
 ACTIVE = ("queued", "running")
 
 

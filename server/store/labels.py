@@ -9,13 +9,20 @@ from sqlite_utils import Database
 
 from ..consensus.rules import decide, votes_needed_now
 from .connection import StoreError, is_row_id, now_iso, pause_for_writers, write
-from .consensus import FINAL_SQL, get_rules, labelers, latest_annotator_model, votes_needed_sql
+from .consensus import get_rules, labelers, latest_annotator_model, votes_needed_sql
 from .rounds import queue_priority
 
 ANSWER_KINDS = ("label", "skip", "unsure")
 
 # An annotation counts unless a later 'retract' row points at it.
 EFFECTIVE = "NOT EXISTS (SELECT 1 FROM annotations r WHERE r.retracts_id = a.id)"
+# An auto-label still standing that a spot check sent to people (store/auto_labels.py): its
+# image stays in the queue, out of turn, until a person answers it.
+SPOT_CHECKED = (
+    "SELECT 1 FROM spot_checks c JOIN annotations a ON a.id = c.annotation_id"
+    f" WHERE c.image_id = ? AND {EFFECTIVE}"
+)
+SPOT_CHECK_PRIORITY = -1.0  # before every ranked image (ranks start at 0)
 
 
 class AlreadyAnswered(StoreError):
@@ -91,7 +98,11 @@ def refresh_state(db: Database, image_id: int) -> dict:
         " updated_at = excluded.updated_at",
         [image_id, status, class_id, len(labels), unsure, agreement, now_iso()],
     )
-    if status != "needs_votes":
+    checking = status == "auto" and db.execute(SPOT_CHECKED, [image_id]).fetchone()
+    if checking:  # a person's answer is what the spot check waits for (a skip is none)
+        db.execute("INSERT OR IGNORE INTO queue (image_id, priority) VALUES (?, ?)",
+                   [image_id, SPOT_CHECK_PRIORITY])
+    elif status != "needs_votes":
         db.execute("DELETE FROM queue WHERE image_id = ?", [image_id])
         # Others may still hold it (a late answer from a stale tab completed it): their
         # next card must not show an image that needs no more votes.
@@ -351,46 +362,3 @@ def state_of(db: Database, image_id: int) -> dict | None:
     rows = list(db.query("SELECT * FROM image_state WHERE image_id = ?", [image_id]))
     return rows[0] if rows else None
 
-
-def _with_voters(db: Database, rows: list[dict]) -> list[dict]:
-    """Adds each row's effective votes as {voter: class name or 'unsure'}; labels that came
-    with the import appear as '(import)'."""
-    by_image: dict[int, dict] = {}
-    for vote in db.query(
-        "SELECT a.image_id, coalesce(u.name, '(import)') AS voter,"
-        " CASE a.kind WHEN 'unsure' THEN 'unsure' ELSE c.name END AS answer"
-        " FROM annotations a LEFT JOIN users u ON u.id = a.user_id"
-        " LEFT JOIN classes c ON c.id = a.class_id"
-        f" WHERE a.kind IN ('label', 'unsure') AND {EFFECTIVE} ORDER BY a.id"
-    ):
-        by_image.setdefault(vote["image_id"], {})[vote["voter"]] = vote["answer"]
-    for row in rows:
-        row["voters"] = by_image.get(row["id"], {})
-    return rows
-
-
-def labeled_images(db: Database) -> list[dict]:
-    """Every image with a consensus label (agreed or adjudicated), for export: original
-    path, hash, label, status, vote count, agreement, the votes themselves, and the split
-    it was imported with (`kept_split`, None when it came with none)."""
-    return _with_voters(db, list(
-        db.query(
-            "SELECT i.id, i.path, i.rel_path, i.sha256, i.split AS kept_split, c.name AS label,"
-            " s.votes, s.status, s.agreement FROM image_state s"
-            " JOIN images i ON i.id = s.image_id JOIN classes c ON c.id = s.class_id"
-            f" WHERE s.status IN {FINAL_SQL} ORDER BY i.id"
-        )
-    ))
-
-
-def disputed_images(db: Database) -> list[dict]:
-    """Images waiting for a reviewer, for the export's report: the votes' leading class
-    (if any), status, agreement and the votes."""
-    return _with_voters(db, list(
-        db.query(
-            "SELECT i.id, i.path, i.rel_path, i.sha256, c.name AS label, s.votes, s.status,"
-            " s.agreement FROM image_state s JOIN images i ON i.id = s.image_id"
-            " LEFT JOIN classes c ON c.id = s.class_id"
-            " WHERE s.status = 'disputed' ORDER BY i.id"
-        )
-    ))

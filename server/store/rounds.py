@@ -225,6 +225,15 @@ def latest_prediction(db: Database, image_id: int) -> dict | None:
     return rows[0] if rows else None
 
 
+def card_suggestion(db: Database, image_id: int) -> dict | None:
+    """The guess a labeling card shows: the latest round's, except on an image a spot check
+    sent (store/auto_labels.py), whose answer measures the model's label and so must not
+    see it."""
+    if db.execute("SELECT 1 FROM spot_checks WHERE image_id = ?", [image_id]).fetchone():
+        return None
+    return latest_prediction(db, image_id)
+
+
 def labels_since_last_round(db: Database) -> int:
     """Labels given since the latest round was queued, not counting undone ones: what
     triggers automatic retraining."""

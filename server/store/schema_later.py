@@ -22,14 +22,19 @@ def m010_auto_labels(db: Database) -> None:
     # the model labels an image with, so that thresholds chosen on held_out apply.
     db["predictions"].add_column("held_out_class_id", int)
     db["predictions"].add_column("held_out_confidence", float)
-    # Each time the model labeled images: the round, the target, the plan it followed
-    # (per class: threshold, counts, estimates) as JSON, and how many it wrote.
+    # Auto-label runs, each a job (job_rows.py) like a round: what was asked (the target,
+    # the classes as JSON, null for all; the spot check's margin, null for none) and what it
+    # did (the round whose predictions it labeled, the plan per class as JSON, the labels
+    # written, the images sent to the spot check).
     db["auto_label_runs"].create(
-        {"id": int, "round_id": int, "created_at": str, "requested_by": int, "target": float,
-         "plan": str, "labeled": int},
-        pk="id", not_null={"round_id", "created_at", "target", "plan"},
+        {"id": int, "status": str, "requested_by": int, "created_at": str, "started_at": str,
+         "finished_at": str, "heartbeat": float, "progress": float, "message": str,
+         "error": str, "target": float, "classes": str, "margin": float, "round_id": int,
+         "plan": str, "labeled": int, "spot_checked": int},
+        pk="id", not_null={"status", "created_at", "target"},
         foreign_keys=[("round_id", "rounds", "id"), ("requested_by", "users", "id")],
     )
+    db["auto_label_runs"].create_index(["status"])
     # Beside each 'auto' annotation (the model's answer, source 'model'): its run, round and
     # calibrated confidence. Append-only, as the annotations are.
     db["auto_answers"].create(
@@ -39,6 +44,15 @@ def m010_auto_labels(db: Database) -> None:
         foreign_keys=[("annotation_id", "annotations", "id"),
                       ("run_id", "auto_label_runs", "id"), ("round_id", "rounds", "id")],
     )
+    # The spot check of a run: a random sample of its auto-labels, handed to people blind
+    # (the card shows no prediction) until someone answers; their answers measure the run.
+    db["spot_checks"].create(
+        {"run_id": int, "image_id": int, "annotation_id": int, "created_at": str},
+        pk=("run_id", "image_id"), not_null={"annotation_id", "created_at"},
+        foreign_keys=[("run_id", "auto_label_runs", "id"), ("image_id", "images", "id"),
+                      ("annotation_id", "annotations", "id")],
+    )
+    db["spot_checks"].create_index(["image_id"])
     db["auto_answers"].create_index(["image_id", "round_id"])
     db["auto_answers"].create_index(["run_id"])
     for action in ("UPDATE", "DELETE"):

@@ -10,6 +10,7 @@ from . import (
     agreement,
     annotate,
     auth,
+    autolabel,
     bulk,
     errors,
     export,
@@ -26,5 +27,5 @@ def register(app: Flask) -> None:
     errors.init_app(app)
     app.teardown_appcontext(close_db)
     for module in (auth, account, annotate, images, admin, export, rounds, review, agreement,
-                   bulk, quality):
+                   bulk, quality, autolabel):
         app.register_blueprint(module.bp)

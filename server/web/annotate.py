@@ -7,7 +7,7 @@ from flask_login import current_user
 
 from .. import store
 from ..jobs.queue import maybe_auto_retrain
-from ..store.rounds import latest_prediction
+from ..store.rounds import card_suggestion
 from . import htmx
 from .auth import login_required
 from .context import get_db, get_project, get_tasks
@@ -50,7 +50,7 @@ def _card(status: int = 200):
         "suggestion": None,
     }
     if upcoming and project.config.show_suggestion:
-        context["suggestion"] = latest_prediction(db, upcoming[0])
+        context["suggestion"] = card_suggestion(db, upcoming[0])
     if upcoming and not project.config.blind:  # the admin lets annotators see others' votes
         context["others"] = [
             v for v in store.image_votes(db, upcoming[0])

@@ -1,0 +1,77 @@
+"""Auto-labels in Chromium, as a new user would: after a round on 150 real digits the admin
+previews the model's labels at a target precision, starts the run (the worker does it),
+an annotator answers the spot check on the labeling screen (no prediction shown), and the
+admin page shows the measured accuracy with its interval. Screenshots:
+test-output/autolabel-preview.png, autolabel-measured.png."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from browser_support import TIMEOUT_MS, chromium, needs_chromium, screenshot, serving
+from conftest import PASSWORDS
+from test_autolabel import trained  # noqa: F401 (the module's trained project, a fixture)
+from test_browser import class_keys, press, wait_image_loaded
+from test_rounds import Data
+
+from server.config import Project
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = needs_chromium
+
+
+def log_in(page, base: str, name: str, where: str) -> None:
+    page.goto(f"{base}{where}")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORDS[name])
+    with page.expect_navigation():
+        page.click("form.login button[type=submit]")
+
+
+def test_preview_run_spot_check_and_the_measured_accuracy(trained, tmp_path, digits):  # noqa: F811
+    shutil.copytree(trained, tmp_path / "copy", symlinks=True)
+    project = Project.open(tmp_path / "copy" / "project")
+    data = Data(project, digits)
+    with serving(project.root, tmp_path / "server.log") as base, chromium() as browser:
+        admin = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+        admin.set_default_timeout(TIMEOUT_MS)
+        log_in(admin, base, "admin", "/admin/autolabel/")
+        admin.fill("input[name=target]", "0.95")
+        with admin.expect_navigation():
+            admin.click("#plan button[type=submit]")
+        summary = admin.inner_text("#plan > p")
+        planned = int(summary.split("would be labeled")[0].split(":")[-1].split()[0])
+        assert planned > 0, summary
+        screenshot(admin, "autolabel-preview")
+        with admin.expect_navigation():
+            admin.click(f"text=Auto-label {planned} images")
+        # The status panel polls the job until the worker has done it.
+        admin.wait_for_function(
+            "() => document.querySelector('#autolabel-status').innerText.includes("
+            "'images labeled by the model')", timeout=120_000)
+        sampled = {r[0] for r in data.db.execute("SELECT image_id FROM spot_checks")}
+        assert sampled
+
+        annotator = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        annotator.set_default_timeout(TIMEOUT_MS)
+        log_in(annotator, base, "ann", "/label")
+        wait_image_loaded(annotator)
+        keys = {name: key for key, name in class_keys(annotator).items()}
+        for _ in range(len(sampled)):
+            shown = int(annotator.eval_on_selector("#card", "c => c.dataset.imageId"))
+            assert shown in sampled, "the spot check comes first"
+            assert "Model suggests" not in annotator.inner_text("#card")
+            press(annotator, keys[data.truth[shown]])
+        names = {v: k for k, v in data.classes.items()}
+        model = dict(data.db.execute(
+            "SELECT a.image_id, a.class_id FROM annotations a WHERE a.kind = 'auto'"))
+        right = sum(names[model[i]] == data.truth[i] for i in sampled)
+
+        admin.reload()
+        overall = admin.locator("#measured tbody tr").last
+        cells = [c.inner_text() for c in overall.locator("td").all()]
+        assert cells[0] == "All" and cells[2] == f"{len(sampled)} of {len(sampled)}", cells
+        assert cells[3] == str(right)
+        assert cells[4] == f"{100 * right / len(sampled):.1f}%"
+        screenshot(admin, "autolabel-measured")
