@@ -5,7 +5,8 @@ For each pool size: a real project database with that many images, 2,000 of them
 nothing is decoded), then `run_round` exactly as the worker runs it: fit the head, predict
 the pool, rank it (with new projects' default strategy unless --strategy says), store
 predictions and switch the queue in one transaction, then add the cross-validated accuracy
-estimate (after annotators already have the new ranking). What needs no labels (the
+estimate (after annotators already have the new ranking); then an auto-label run at
+--autolabel's target (preview, then the job), timed. What needs no labels (the
 neighbour graph, the head's projection) is prepared once beforehand, as a cold-start round
 does. Each pool runs rounds side by side, twice each in turns: with label spreading (the
 default) and with the head alone.
@@ -15,6 +16,7 @@ the publish, about 0.4 s at 100,000 images), the seconds with the estimate, peak
 the faster switch time of each with their ratio.
 
     python bench/round_latency.py [--sizes 20000,100000,1000000] [--strategy margin]
+        [--autolabel 0.98]
 """
 
 from __future__ import annotations
@@ -76,10 +78,31 @@ def build(root: Path, size: int, strategy: str, seed: int = 0) -> Project:
     return project
 
 
+def autolabel_timing(project: Project, db, target: float) -> None:
+    """`activelabel autolabel` after the last round: the preview (thresholds on its held-out
+    predictions, the eligible pool read), then the run as a job in this process (labels
+    appended, the spot check sent)."""
+    from server.autolabel.run import preview
+    from server.jobs.autolabel import run as run_autolabel
+
+    started = time.perf_counter()
+    made = preview(db, target)
+    planned = time.perf_counter() - started
+    run_id = job_rows.queue(db, "auto_label_runs", None, target=target, margin=0.02)[0]
+    started = time.perf_counter()
+    done = run_autolabel(project, run_id)
+    ran = time.perf_counter() - started
+    print(f"  auto-label at {target:.0%}: preview {planned:.2f} s, run {ran:.2f} s"
+          f" ({done['labeled']:,} labeled, {done['spot_checked']} sent to the spot check;"
+          f" {made.plan.count:,} planned)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="20000,100000,1000000")
     parser.add_argument("--strategy", default=ProjectConfig(name="-").strategy)
+    parser.add_argument("--autolabel", type=float, default=0.98,
+                        help="after the rounds, time an auto-label run at this target (0: not)")
     args = parser.parse_args()
     print(f"strategy {args.strategy}")
     results = []
@@ -110,6 +133,8 @@ def main() -> None:
                       f" (ranked {pool:,}, {summary['labels_used']} labels, cv accuracy"
                       f" {summary['accuracy']:.3f}); setup {setup:.0f} s; peak memory so far"
                       f" {peak:,.0f} MB", flush=True)
+            if args.autolabel:
+                autolabel_timing(project, db, args.autolabel)
             db.conn.close()
             results.append((size, switched[True]))
             print(f"  faster of two: spreading {switched[True]:.2f} s, head only"

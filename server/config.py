@@ -35,6 +35,7 @@ _SECTIONS = {
         "clustering_time_limit_seconds", "quality_time_limit_seconds",
     ),
     "server": ("secure_cookies", "behind_proxy"),
+    "export": ("export_model_labels",),
 }
 
 
@@ -94,6 +95,9 @@ class ProjectConfig:
     round_time_limit_seconds: int = 0
     clustering_time_limit_seconds: int = 0
     quality_time_limit_seconds: int = 0
+    # Exports hold the model's auto-labels too unless asked otherwise (labels=all by
+    # default); off: people's labels only, until the admin has looked at the spot checks.
+    export_model_labels: bool = False
     # Served over HTTPS (directly or by a proxy): cookies get the Secure flag, so a browser
     # never sends the session over plain HTTP.
     secure_cookies: bool = False

@@ -12,6 +12,7 @@ from test_rounds import FAST, Data, configure
 
 from server import store
 from server.autolabel.plan import MIN_LABELS, HeldOut, PlanError, Pool, plan
+from server.autolabel.run import report
 from server.cli.main import main
 from server.jobs.round import run_round
 from server.jobs.runner import ROUND
@@ -330,3 +331,46 @@ def test_the_page_previews_runs_the_job_and_withdraws_a_class(data):
     assert store.status_counts(data.db)["auto"] == planned - counts[class_id]
     assert client.post("/admin/autolabel/withdraw", data={"class_id": "999999",
                        "csrf_token": token}).status_code == 400
+
+
+def test_the_export_says_where_every_label_came_from(data, runner, tmp_path):
+    """Default: people's labels only, LABELS.md says so. --labels all: the model's rows
+    with source, confidence and the spot check's measure of their class, and LABELS.md
+    with the same counts and accuracy the report gives."""
+    import csv
+    import io
+    import zipfile
+
+    root = str(data.project.root)
+    assert runner.invoke(main, ["autolabel", root, "--precision", "0.9"]).exit_code == 0
+    for image_id in store.next_images(data.db, data.user("ann"), n=500):
+        if image_id in {r[0] for r in data.db.execute("SELECT image_id FROM spot_checks")}:
+            data.label("ann", image_id)  # the spot check answered, truly
+    standing = store.status_counts(data.db)["auto"]
+    people = len(store.labeled_images(data.db))
+
+    def exported(*options: str) -> tuple[list[dict], str]:
+        out = tmp_path / f"export{len(options)}.zip"
+        result = runner.invoke(main, ["export", root, str(out), *options])
+        assert result.exit_code == 0, result.output
+        with zipfile.ZipFile(out) as archive:
+            rows = list(csv.DictReader(io.StringIO(archive.read("labels.csv").decode())))
+            return rows, archive.read("LABELS.md").decode()
+
+    rows, summary = exported()
+    assert len(rows) == people and {r["source"] for r in rows} == {"human"}
+    assert "This export holds no auto-labels" in summary
+    rows, summary = exported("--labels", "all")
+    model = [r for r in rows if r["source"] == "model"]
+    assert len(model) == standing and len(rows) == people + standing
+    assert all(0.5 < float(r["confidence"]) <= 1 for r in model)
+    assert f"{people} labeled by people" in summary and f"{standing} by the model" in summary
+    found = auto_labels.spot_check_rows(data.db)
+    assert found and all(r["answer"] is not None for r in found)
+    names = {v: k for k, v in data.classes.items()}
+    for row in report(data.db)["measured"][:-1]:
+        if row["checked"]:
+            mine = [r for r in model if r["label"] == names[row["class_id"]]]
+            assert all(float(r["spot_check"]) == round(row["accuracy"], 4) for r in mine)
+    result = runner.invoke(main, ["export", root, str(tmp_path / "bad.zip"), "--labels", "some"])
+    assert result.exit_code == 1 and "use human" in result.output

@@ -195,7 +195,8 @@ def test_csv_and_jsonl_rows_carry_path_hash_label_split_and_votes(
     as_csv = export(admin_client, format="csv", seed=5)
     assert as_csv.mimetype == "text/csv"
     assert as_csv.get_data(as_text=True).splitlines()[0] == (
-        "path,sha256,label,split,status,votes,agreement,voters,file"
+        "path,sha256,label,split,status,votes,agreement,voters,file,source,confidence,"
+        "spot_check"
     )
     as_jsonl = export(admin_client, format="jsonl", seed=5)
     assert as_jsonl.mimetype == "application/x-ndjson"
@@ -209,6 +210,7 @@ def test_csv_and_jsonl_rows_carry_path_hash_label_split_and_votes(
             assert row["split"] in ("train", "val", "test")
             assert int(row["votes"]) == 1
             assert row["status"] == "agreed" and float(row["agreement"]) == 1.0
+            assert row["source"] == "human" and row["confidence"] in ("", None)
             voters = row["voters"] if isinstance(row["voters"], str) else json.dumps(row["voters"])
             assert json.loads(voters) == {"ann": row["label"]}
     # Both formats describe the same split.
@@ -457,8 +459,9 @@ def test_missing_or_changed_originals_go_to_missing_txt(project, as_user, admin_
 
 def test_nothing_labeled_gives_a_zip_with_only_the_header(admin_client):
     archive = open_zip(export(admin_client, format="imagefolder"))
-    assert archive.namelist() == ["labels.csv"]
+    assert archive.namelist() == ["labels.csv", "LABELS.md"]
     assert archive.read("labels.csv").decode().strip() == ",".join(exporter.COLUMNS)
+    assert "0 images: 0 labeled by people" in archive.read("LABELS.md").decode()
 
 
 # ---------------------------------------------------------------- names

@@ -16,6 +16,7 @@ from ..config import Project, ProjectError
 from ..dataset.importer import ImportFailed, ImportReport
 from ..store import ROLES
 from .autolabel import autolabel
+from .export import export
 from .quality import audit
 from .rounds import (
     backbones_cmd,
@@ -251,48 +252,6 @@ def classes(project: str, add: tuple[str, ...]) -> None:
 
 @main.command()
 @click.argument("project", type=click.Path(file_okay=False))
-@click.argument("out", type=click.Path())
-# Format and seed are plain text checked by the exporter, not click types, so a mistake gets
-# the same message as on the web, and exit status 1 like every other bad request.
-@click.option("--format", "fmt", default="imagefolder", show_default=True,
-              help="imagefolder, csv or jsonl.")
-@click.option("--split", default="0.8,0.1,0.1", show_default=True,
-              help="train,val,test fractions, or keep: each image's imported split")
-@click.option("--seed", default=None, help="Default: the project's seed.")
-@click.option("--drop-duplicates", is_flag=True,
-              help="Leave out extra copies of near-duplicate groups (see the quality page).")
-def export(project: str, out: str, fmt: str, split: str, seed: str | None,
-           drop_duplicates: bool) -> None:
-    """Export the consensus labels (agreed or adjudicated): imagefolder (a folder, or a .zip,
-    with DISPUTED.csv listing images still disputed), csv or jsonl."""
-    from ..dataset import exporter
-
-    opened = Project.open(project)
-    chosen = exporter.parse_format(fmt)
-    fractions = exporter.parse_split(split)
-    seed_value = exporter.parse_seed(seed, opened.config.seed)
-    from ..dataset.selection import export_rows
-
-    with _open_db(opened) as db:
-        rows, left_out = export_rows(db, fractions, seed_value, drop_duplicates)
-        disputed = store.disputed_images(db)
-    problems = exporter.write_export(rows, chosen, Path(out), disputed)
-    counts = {name: sum(1 for r in rows if r["split"] == name) for name in exporter.SPLIT_NAMES}
-    click.echo(f"Wrote {len(rows) - len(problems)} labeled images to {out} ("
-               + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ")")
-    if left_out:
-        click.echo(f"Left out {left_out} extra copies of near-duplicate images")
-    if disputed:
-        click.echo(f"{len(disputed)} disputed images are not exported; they wait for review"
-                   + (f" (listed in {exporter.DISPUTED_NAME})" if chosen.name == "imagefolder"
-                      else ""))
-    if problems:
-        click.echo(f"Left out {len(problems)} images whose file is missing, unreadable or"
-                   f" changed; they are listed in {exporter.MISSING_NAME}", err=True)
-
-
-@main.command()
-@click.argument("project", type=click.Path(file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 for every interface).")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535),
@@ -387,5 +346,6 @@ def _init_with_bar(root: Path, images: Path):
 
 
 # The commands defined in the other modules of this folder.
-for command in (worker, retrain, strategies_cmd, backbones_cmd, simulate, audit, autolabel):
+for command in (worker, retrain, strategies_cmd, backbones_cmd, simulate, audit, autolabel,
+                export):
     main.add_command(command)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import re
 import stat
@@ -23,15 +22,22 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from . import csv_writer
+from .export_records import (  # noqa: F401 (COLUMNS, DISPUTED_COLUMNS: part of this API)
+    COLUMNS,
+    DISPUTED_COLUMNS,
+    LABELS_NAME,
+    archive_name,
+    csv_chunks,
+    disputed_csv,
+    jsonl_chunks,
+    labels_md,
+)
 
 SPLIT_NAMES = ("train", "val", "test")
 # `--split keep`: no fractions, the split each image came with (a DIR/train/<class>/ import,
 # what a public data set or an earlier export ships), so a fixed val/test set stays fixed.
 # Images imported without one (labeled later from a pool) go to train.
 KEEP_SPLIT: tuple[Fraction, ...] = ()
-COLUMNS = ("path", "sha256", "label", "split", "status", "votes", "agreement", "voters", "file")
-DISPUTED_COLUMNS = ("path", "sha256", "leading_label", "status", "votes", "agreement", "voters")
 MISSING_NAME = "MISSING.txt"
 DISPUTED_NAME = "DISPUTED.csv"  # images still waiting for a reviewer: a report, not data
 
@@ -77,6 +83,18 @@ def parse_format(text: str, reports: bool = False) -> ExportFormat:
     if chosen is None or (chosen.report and not reports):
         data = [name for name, f in FORMATS.items() if not f.report]
         raise ExportError(f"unknown format {text[:40]!r}; use one of {', '.join(data)}")
+    return chosen
+
+
+LABELS = ("human", "all")  # which labels an export holds: people's, or theirs and the model's
+
+
+def parse_labels(text: str | None, default: str) -> str:
+    """'human' (people's consensus labels) or 'all' (the model's auto-labels too)."""
+    chosen = (text or default).strip().lower()
+    if chosen not in LABELS:
+        raise ExportError(f"labels {text[:20]!r}: use human (people's labels) or all (with"
+                          " the model's auto-labels)")
     return chosen
 
 
@@ -140,76 +158,6 @@ def _stratified(rows: list[dict], fractions: tuple[Fraction, ...], seed: int) ->
             out.extend({**row, "split": name} for row in members[start : start + count])
             start += count
     return sorted(out, key=lambda r: r["id"])
-
-
-_UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\\/:*?"<>|]')
-
-
-def _safe_part(text: str) -> str:
-    """One path segment that unzips to itself on every system: separators (both kinds),
-    drive colons, wildcards and control characters become '_'; '.' and '..' cannot occur."""
-    part = _UNSAFE_IN_NAME.sub("_", str(text))
-    return "_" if part in {"", ".", ".."} else part
-
-
-def archive_name(row: dict) -> str:
-    """Where an image goes in the imagefolder layout: split/label/id-filename. The id keeps
-    two originals with the same file name apart."""
-    name = _safe_part(f"{row['id']}-{Path(row['path']).name}")
-    return f"{row['split']}/{_safe_part(row['label'])}/{name}"
-
-
-def _agreement(row: dict) -> float | None:
-    value = row.get("agreement")
-    return None if value is None else round(value, 4)
-
-
-def _record(row: dict) -> dict:
-    return {
-        "path": row["path"],
-        "sha256": row["sha256"],
-        "label": row["label"],
-        "split": row["split"],
-        "status": row.get("status"),
-        "votes": row["votes"],
-        "agreement": _agreement(row),
-        # Who said what: {"ann": "cat", "bob": "dog"}; JSON, so any name survives the CSV.
-        "voters": json.dumps(row.get("voters", {}), ensure_ascii=False),
-        "file": archive_name(row),
-    }
-
-
-def disputed_csv(rows: Iterable[dict]) -> str:
-    """The report of images no export contains because their votes disagree and no reviewer
-    has settled them yet."""
-    buffer = io.StringIO()
-    writer = csv_writer.DictWriter(buffer, fieldnames=DISPUTED_COLUMNS)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({
-            "path": row["path"], "sha256": row["sha256"], "leading_label": row.get("label") or "",
-            "status": row.get("status"), "votes": row["votes"], "agreement": _agreement(row),
-            "voters": json.dumps(row.get("voters", {}), ensure_ascii=False),
-        })
-    return buffer.getvalue()
-
-
-def csv_chunks(rows: Iterable[dict]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv_writer.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(_record(row))
-        if buffer.tell() > 64 * 1024:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
-
-
-def jsonl_chunks(rows: Iterable[dict]) -> Iterator[str]:
-    for row in rows:
-        yield json.dumps(_record(row), ensure_ascii=False) + "\n"
 
 
 def read_original(row: dict) -> bytes | str:
@@ -281,6 +229,7 @@ def zip_chunks(
             present.append(row)
             yield pipe.drain()
         archive.writestr(_zip_entry("labels.csv"), "".join(csv_chunks(present)))
+        archive.writestr(_zip_entry(LABELS_NAME), labels_md(present))
         if problems:
             archive.writestr(_zip_entry(MISSING_NAME), missing_text(problems))
         if disputed:
@@ -311,6 +260,7 @@ def _write_tree(rows: list[dict], out: Path, problems: list[Problem],
     out.mkdir(parents=True, exist_ok=True)
     # Bytes, as in the zip: text mode would turn the csv module's \r\n into \r\r\n on Windows.
     (out / "labels.csv").write_bytes("".join(csv_chunks(present)).encode("utf-8"))
+    (out / LABELS_NAME).write_bytes(labels_md(present).encode("utf-8"))
     if problems:
         (out / MISSING_NAME).write_bytes(missing_text(problems).encode("utf-8"))
     if disputed:
@@ -352,7 +302,7 @@ FORMATS: dict[str, ExportFormat] = {
         ExportFormat(
             "imagefolder", "zip", "application/zip",
             lambda rows, disputed, problems: zip_chunks(rows, problems, disputed),
-            "train/<class>/<file>... with labels.csv, MISSING.txt and DISPUTED.csv",
+            "train/<class>/<file>... with labels.csv, LABELS.md, MISSING.txt and DISPUTED.csv",
             write_folder=_write_tree,
         ),
         ExportFormat(

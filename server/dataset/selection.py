@@ -34,9 +34,13 @@ def extra_copies(db: Database, groups: list[list[int]]) -> set[int]:
 
 
 def export_rows(db: Database, fractions: tuple[Fraction, ...], seed: int,
-                drop_duplicates: bool = False) -> tuple[list[dict], int]:
-    """(rows with their split, how many extra copies were left out)."""
-    labeled = store.labeled_images(db)
+                drop_duplicates: bool = False, labels: str = "human") -> tuple[list[dict], int]:
+    """(rows with their split, how many extra copies were left out). `labels`: 'human'
+    (people's consensus labels), or 'all' (the model's auto-labels too, each with what the
+    spot checks measured of its class)."""
+    labeled = store.labeled_images(db, model=labels == "all")
+    if labels == "all":
+        _add_spot_checks(db, labeled)
     groups = duplicate_groups(db)
     left_out = 0
     if drop_duplicates and groups:
@@ -45,3 +49,18 @@ def export_rows(db: Database, fractions: tuple[Fraction, ...], seed: int,
         left_out = len(labeled) - len(kept)
         labeled = kept
     return exporter.assign_splits(labeled, fractions, seed, groups), left_out
+
+
+def _add_spot_checks(db: Database, rows: list[dict]) -> None:
+    """On each model row: its class's measured accuracy, interval and images checked."""
+    from ..autolabel.run import report
+
+    found = report(db)
+    names = {c["id"]: c["name"] for c in store.classes(db)}
+    by_class = {names.get(m["class_id"]): m for m in (found["measured"] if found else [])
+                if m["class_id"] is not None and m["checked"]}
+    for row in rows:
+        measured = by_class.get(row["label"]) if row["source"] == "model" else None
+        if measured:
+            row.update(spot_check=measured["accuracy"], spot_check_low=measured["low"],
+                       spot_check_high=measured["high"], spot_checked=measured["checked"])

@@ -26,16 +26,24 @@ def _with_voters(db: Database, rows: list[dict]) -> list[dict]:
     return rows
 
 
-def labeled_images(db: Database) -> list[dict]:
+def labeled_images(db: Database, model: bool = False) -> list[dict]:
     """Every image with a consensus label (agreed or adjudicated), for export: original
     path, hash, label, status, vote count, agreement, the votes themselves, and the split
-    it was imported with (`kept_split`, None when it came with none)."""
+    it was imported with (`kept_split`, None when it came with none); `source` 'human'.
+    With `model`, the images labeled by the model alone too (status 'auto'): `source`
+    'model', with the auto-label's calibrated `confidence`."""
+    statuses = FINAL_SQL[:-1] + ", 'auto')" if model else FINAL_SQL
     return _with_voters(db, list(
         db.query(
             "SELECT i.id, i.path, i.rel_path, i.sha256, i.split AS kept_split, c.name AS label,"
-            " s.votes, s.status, s.agreement FROM image_state s"
+            " s.votes, s.status, s.agreement,"
+            " CASE s.status WHEN 'auto' THEN 'model' ELSE 'human' END AS source,"
+            " CASE s.status WHEN 'auto' THEN (SELECT x.confidence FROM annotations a"
+            "   JOIN auto_answers x ON x.annotation_id = a.id WHERE a.image_id = i.id"
+            f"   AND a.kind = 'auto' AND {EFFECTIVE} ORDER BY a.id DESC LIMIT 1) END"
+            " AS confidence FROM image_state s"
             " JOIN images i ON i.id = s.image_id JOIN classes c ON c.id = s.class_id"
-            f" WHERE s.status IN {FINAL_SQL} ORDER BY i.id"
+            f" WHERE s.status IN {statuses} ORDER BY i.id"
         )
     ))
 

@@ -1,6 +1,8 @@
 """Export (admin only): GET /export?format=imagefolder|csv|jsonl|disputed&split=0.8,0.1,0.1&seed=N
+&labels=human|all
 
-Only consensus labels (agreed or adjudicated) are exported; the zip carries DISPUTED.csv
+People's consensus labels (agreed or adjudicated) are exported, and with labels=all the
+model's auto-labels too (each row says its source); the zip carries DISPUTED.csv
 listing the images still disputed, and format=disputed gives that report alone. A group of
 near-duplicates (the latest quality run's) never straddles train/val/test; with
 drop_duplicates=1 only the copies the admin keeps are exported."""
@@ -29,13 +31,16 @@ def download():
         fmt = exporter.parse_format(request.args.get("format", "imagefolder"), reports=True)
         fractions = exporter.parse_split(request.args.get("split", "0.8,0.1,0.1"))
         seed = exporter.parse_seed(request.args.get("seed"), project.config.seed)
+        labels = exporter.parse_labels(request.args.get("labels"),
+                                       "all" if project.config.export_model_labels else "human")
     except exporter.ExportError as exc:
         abort(400, f"Cannot export: {exc}.")
     disputed = store.disputed_images(get_db())
     rows: list[dict] = []
     if not fmt.report:  # a report is about the disputed images alone
         rows, _ = export_rows(get_db(), fractions, seed,
-                              drop_duplicates=request.args.get("drop_duplicates") == "1")
+                              drop_duplicates=request.args.get("drop_duplicates") == "1",
+                              labels=labels)
     chunks = fmt.chunks(rows, disputed, [])  # what the zip leaves out, it lists in MISSING.txt
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", project.config.name) or "export"
