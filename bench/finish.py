@@ -21,7 +21,7 @@ spot check measured (with the 90 % interval); then how often those intervals cov
 realised precision, and how far the calibration estimate was from it.
 
     python bench/finish.py [--data digits|fashion] [--pool 20000] [--seeds 3]
-        [--batch 100] [--target 0.98] [--budget 0.5] [--margin 0.02]
+        [--batch 100] [--target 0.98] [--budget 0.5] [--margin 0.02] [--train-on-auto-labels]
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def final_labels(db) -> dict[int, int]:
 
 def one_seed(base: Project, truth: dict[str, str], seed: int, work: Path, args) -> dict:
     project, _ids = copy_project(base, work / f"seed{seed}")
-    config = dataclasses.replace(project.config, seed=seed)
+    config = dataclasses.replace(project.config, seed=seed,
+                                 train_on_auto_labels=args.train_on_auto_labels)
     (project.root / CONFIG_NAME).write_text(config.to_toml(), encoding="utf-8")
     project = Project.open(project.root)
     add_user(project, "sim", "annotator", "sim-password-1")
@@ -181,6 +182,8 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.02,
                         help="the spot checks' margin (90 %% interval half-width)")
     parser.add_argument("--no-spot-check", action="store_true")
+    parser.add_argument("--train-on-auto-labels", action="store_true",
+                        help="rounds train on the auto-labels too (model.train_on_auto_labels)")
     parser.add_argument("--min-run", type=int, default=100,
                         help="auto-label only when a run would label at least this many ...")
     parser.add_argument("--min-share", type=float, default=0.05,

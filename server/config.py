@@ -29,6 +29,7 @@ _SECTIONS = {
     "model": (
         "backbone", "checkpoint", "pretrained", "input_size", "training_mode", "device",
         "batch_size", "loader_workers", "retrain_every", "semi_supervised",
+        "train_on_auto_labels",
     ),
     "jobs": (
         "redis_url", "time_limit_seconds", "round_time_limit_seconds",
@@ -81,6 +82,10 @@ class ProjectConfig:
     # the model's probabilities (learner/spreading.py): fewer labels for the same accuracy
     # in bench/label_efficiency.py, most of all in the first few hundred.
     semi_supervised: bool = True
+    # Train rounds on the model's auto-labels too. Off by default: a model trained on its own
+    # labels grows surer of its own mistakes (confirmation bias); bench/finish.py
+    # --train-on-auto-labels measures the difference. Estimates use people's labels alone.
+    train_on_auto_labels: bool = False
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int = 64
     # processes decoding images while the network runs; 0: a thread instead; -1: by cores

@@ -374,3 +374,42 @@ def test_the_export_says_where_every_label_came_from(data, runner, tmp_path):
             assert all(float(r["spot_check"]) == round(row["accuracy"], 4) for r in mine)
     result = runner.invoke(main, ["export", root, str(tmp_path / "bad.zip"), "--labels", "some"])
     assert result.exit_code == 1 and "use human" in result.output
+
+
+def test_rounds_train_on_auto_labels_only_when_asked(data, runner):
+    """Off (the default), the next round trains on people's labels alone; on, on the
+    model's too, while its held-out predictions stay people's labels."""
+    root = str(data.project.root)
+    assert runner.invoke(main, ["autolabel", root, "--precision", "0.9",
+                                "--no-spot-check"]).exit_code == 0
+    model = store.status_counts(data.db)["auto"]
+    people = len(round_store.training_set(data.db))
+    for setting, trained_on in ((False, people), (True, people + model)):
+        project = configure(data.project, train_on_auto_labels=setting)
+        round_id, _ = job_rows.queue(data.db, ROUND.table, None, strategy="entropy")
+        summary = run_round(project, round_id)
+        assert summary["labels_used"] == trained_on
+        assert ("auto-labels too" in job_rows.get(data.db, "rounds", round_id)["message"]
+                ) is setting
+        given, _, _ = auto_labels.held_out(data.db, round_id)
+        assert len(given) == people
+
+
+def test_runs_sampled_at_different_rates_are_weighted_by_their_labels():
+    """Two runs: 900 labels checked 30 times (all right), 100 labels checked 30 times (3
+    wrong). The estimate weighs the runs 9:1, lies inside its interval, and one run alone
+    gives its own Jeffreys interval."""
+    from server.autolabel.spot_check import interval, measure
+
+    rows = ([{"run_id": 1, "class_id": 0, "answer": 0, "unsure": False}] * 30
+            + [{"run_id": 2, "class_id": 0, "answer": 0, "unsure": False}] * 27
+            + [{"run_id": 2, "class_id": 0, "answer": 1, "unsure": False}] * 3)
+    populations = [{"run_id": 1, "class_id": 0, "labels": 900, "confidence": 891.0},
+                   {"run_id": 2, "class_id": 0, "labels": 100, "confidence": 95.0}]
+    overall = measure(rows, populations, 0.95)[-1]
+    assert overall.accuracy == pytest.approx(0.9 * 1.0 + 0.1 * 0.9)
+    assert overall.low < overall.accuracy < overall.high < 1.0
+    assert overall.expected == pytest.approx(0.986)
+    alone = measure(rows[30:], populations[1:], 0.95)[-1]
+    assert (alone.low, alone.high) == pytest.approx(interval(27, 30))
+    assert alone.below_target is False and interval(27, 30)[1] > 0.95

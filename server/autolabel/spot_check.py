@@ -57,18 +57,19 @@ def draw(image_ids: np.ndarray, size: int, seed: int) -> np.ndarray:
                               replace=False))
 
 
-def interval(right: int, checked: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+def interval(right: float, checked: float,
+             confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Jeffreys interval of right / checked (Beta(right + 1/2, wrong + 1/2) quantiles): its
     coverage is close to the nominal one at a spot check's sizes, where the exact
     Clopper-Pearson one is wider than it says. All right (none right): the bound is 1 (0)."""
-    if checked == 0:
+    if checked <= 0:
         return 0.0, 1.0
     from scipy.stats import beta
 
     tail = (1 - confidence) / 2
-    low = 0.0 if right == 0 else float(beta.ppf(tail, right + 0.5, checked - right + 0.5))
-    high = 1.0 if right == checked else float(
-        beta.ppf(1 - tail, right + 0.5, checked - right + 0.5))
+    wrong = max(checked - right, 0.0)
+    low = 0.0 if right <= 0 else float(beta.ppf(tail, right + 0.5, wrong + 0.5))
+    high = 1.0 if wrong <= 1e-9 else float(beta.ppf(1 - tail, right + 0.5, wrong + 0.5))
     return low, high
 
 
@@ -102,20 +103,19 @@ class Measured:
             "below_target": self.below_target}
 
 
-def measure(rows: list[dict], populations: list[dict], target: float,
-            seed: int = 0) -> list[Measured]:
+def measure(rows: list[dict], populations: list[dict], target: float) -> list[Measured]:
     """Per class (in class id order) and overall (last, class_id None). `rows`: one per
     spot-checked image, {"run_id", "class_id": the model's label, "answer": the person's
     class id or None, "unsure"}; `populations`: one per (run, class), {"run_id",
     "class_id", "labels": auto-labels standing, "confidence": their summed confidence}."""
     classes = sorted({p["class_id"] for p in populations})
     out = [_measure_group([r for r in rows if r["class_id"] == c],
-                          [p for p in populations if p["class_id"] == c], c, target, seed)
+                          [p for p in populations if p["class_id"] == c], c, target)
            for c in classes]
-    return out + [_measure_group(rows, populations, None, target, seed)]
+    return out + [_measure_group(rows, populations, None, target)]
 
 
-def _measure_group(rows, populations, class_id, target, seed) -> Measured:
+def _measure_group(rows, populations, class_id, target) -> Measured:
     size: dict[int, int] = {}
     for p in populations:
         size[p["run_id"]] = size.get(p["run_id"], 0) + p["labels"]
@@ -133,15 +133,15 @@ def _measure_group(rows, populations, class_id, target, seed) -> Measured:
         weights = np.array([w for w, _, _ in strata], float)
         weights /= weights.sum()
         accuracy = float(sum(w * k / n for w, (_, n, k) in zip(weights, strata, strict=True)))
-        if len(strata) == 1:
-            low, high = interval(right, checked)
-        else:  # the weighted sum of each run's Jeffreys posterior, drawn
-            rng = np.random.default_rng(seed)
-            draws = sum(w * rng.beta(k + 0.5, n - k + 0.5, 4000)
-                        for w, (_, n, k) in zip(weights, strata, strict=True))
-            tail = (1 - CONFIDENCE) / 2
-            low = 0.0 if right == 0 else float(np.quantile(draws, tail))
-            high = 1.0 if right == checked else float(np.quantile(draws, 1 - tail))
+        # The Jeffreys interval at the weighted accuracy over the effective sample size of
+        # the weighted sample (Kish): the pooled counts when every run was sampled at the
+        # same rate, fewer when the runs' rates differ. A weighted sum of each run's own
+        # posterior instead lay below the estimate when many small runs were all right.
+        sizes = np.array([n for _, n, _ in strata], float)
+        effective = 1.0 / float(np.sum(weights * weights / sizes))
+        low, high = interval(accuracy * effective, effective)
+        low = 0.0 if right == 0 else low
+        high = 1.0 if right == checked else high
     confidence = sum(p["confidence"] for p in populations)
     return Measured(class_id, labeled, len(rows), checked, right,
                     sum(1 for r in rows if r["unsure"]), accuracy, low, high,

@@ -50,7 +50,7 @@ def _rank(db, project: Project, round_id: int, progress: Progress,
     from ..annotators import fit_annotator_model
 
     fit_annotator_model(db)
-    given = round_store.snapshot(db)
+    given = round_store.snapshot(db, auto_labels=project.config.train_on_auto_labels)
     if not len(given.pool_ids) and len(set(given.labels.tolist())) < 2:
         raise LearnerError("no unlabeled images are left to rank, and no model can be trained"
                            " (labels in fewer than two classes)")
@@ -68,6 +68,12 @@ def _rank(db, project: Project, round_id: int, progress: Progress,
     progress.stage("fit")(0.0, f"training on {len(labeled)} labels")
     fitted = learner.fit(labeled, paths_of(db, labeled) if tuning else None, labels,
                          progress.stage("fit"), pool_ids=pool, estimate=False)
+    # The estimate, and the held-out predictions auto-label thresholds are chosen on, are of
+    # people's labels alone: the model's own labels would vouch for themselves.
+    people = ~given.by_model if given.by_model is not None else np.ones(len(labeled), bool)
+    if not people.all():
+        fitted.notes.append(f"trained on {int((~people).sum())} auto-labels too"
+                            " (train_on_auto_labels)")
     if len(pool):
         progress.stage("predict")(0.0, f"predicting {len(pool)} images")
         probs, embeddings = learner.predict_proba(
@@ -83,8 +89,8 @@ def _rank(db, project: Project, round_id: int, progress: Progress,
                       len(failed), input_note=learner.config.input_size_reason,
                       extra_note="" if len(pool) else
                       "nothing left to rank: every image is labeled")
-    return _estimate(db, round_id, learner, fitted, labeled, labels, summary, started, pool,
-                     probs)
+    return _estimate(db, round_id, learner, fitted, labeled[people], labels[people], summary,
+                     started, pool, probs)
 
 
 COLD_START = "typiclust"

@@ -60,28 +60,37 @@ class RoundInput:
     labeled_ids: np.ndarray
     labels: np.ndarray
     pool_ids: np.ndarray
+    # Which labeled images the model labeled (auto-labels, with train_on_auto_labels);
+    # None: people's labels only.
+    by_model: np.ndarray | None = None
 
     def without(self, ids) -> RoundInput:
         """The same input less `ids` (images whose files could not be read)."""
         ids = np.asarray(list(ids), dtype=np.int64)
         keep = ~np.isin(self.labeled_ids, ids)
         return RoundInput(self.labeled_ids[keep], self.labels[keep],
-                          self.pool_ids[~np.isin(self.pool_ids, ids)])
+                          self.pool_ids[~np.isin(self.pool_ids, ids)],
+                          None if self.by_model is None else self.by_model[keep])
 
 
-def snapshot(db: Database) -> RoundInput:
+def snapshot(db: Database, auto_labels: bool = False) -> RoundInput:
     """(training set, pool) as of one moment: read in one read transaction, so a vote
     landing between the two reads cannot leave its image in neither (or, undone, in both),
     while votes and leases go on being written (a write transaction here held them up for
-    2 s at 1,000,000 images)."""
+    2 s at 1,000,000 images). With `auto_labels`, the training set holds the model's
+    labels too (status 'auto'; not those a spot check has in the queue)."""
+    statuses = "('agreed', 'adjudicated', 'auto')" if auto_labels else "('agreed', 'adjudicated')"
     with read(db):
         trained = db.execute(
-            "SELECT image_id, class_id FROM image_state"
-            " WHERE status IN ('agreed', 'adjudicated') ORDER BY image_id").fetchall()
+            "SELECT s.image_id, s.class_id, s.status = 'auto' FROM image_state s"
+            f" WHERE s.status IN {statuses} AND NOT (s.status = 'auto' AND EXISTS"
+            " (SELECT 1 FROM queue q WHERE q.image_id = s.image_id)) ORDER BY s.image_id"
+        ).fetchall()
         pool_ids = np.fromiter((row[0] for row in db.execute(
             "SELECT image_id FROM queue ORDER BY image_id")), np.int64)
-    labeled = np.array(trained, dtype=np.int64).reshape(-1, 2)
-    return RoundInput(labeled[:, 0].copy(), labeled[:, 1].copy(), pool_ids)
+    labeled = np.array(trained, dtype=np.int64).reshape(-1, 3)
+    return RoundInput(labeled[:, 0].copy(), labeled[:, 1].copy(), pool_ids,
+                      labeled[:, 2].astype(bool) if auto_labels else None)
 
 
 # Rows per write transaction while a round stores its predictions: a vote or a lease waits
