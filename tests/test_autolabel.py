@@ -12,7 +12,7 @@ from test_rounds import FAST, Data, configure
 
 from server import store
 from server.autolabel.plan import MIN_LABELS, HeldOut, PlanError, Pool, plan
-from server.autolabel.run import report
+from server.autolabel.run import preview, report
 from server.cli.main import main
 from server.jobs.round import run_round
 from server.jobs.runner import ROUND
@@ -413,3 +413,30 @@ def test_runs_sampled_at_different_rates_are_weighted_by_their_labels():
     alone = measure(rows[30:], populations[1:], 0.95)[-1]
     assert (alone.low, alone.high) == pytest.approx(interval(27, 30))
     assert alone.below_target is False and interval(27, 30)[1] > 0.95
+
+
+def test_the_rounds_page_splits_the_images_and_projects_the_rest(data):
+    """Each round records what the model could label at the target (the same plan the
+    preview makes); the rounds page shows people / model / left and the projection."""
+    from conftest import login
+
+    from server.app import create_app
+    from server.autolabel.projection import labels_to_finish
+
+    serving = job_rows.latest(data.db, "rounds", status="done")
+    assert serving["auto_ready"] == preview(data.db, 0.98).plan.count
+    assert serving["auto_ready_target"] == 0.98 and serving["auto_labels"] == 0
+    client = create_app(data.project.root, {"TESTING": True}).test_client()
+    login(client, "admin")
+    page = client.get("/admin/rounds/").get_data(as_text=True)
+    finish = page.split('id="finish"')[1].split("</section>")[0]
+    assert f"<strong>{serving['labels_used']}</strong> labeled by people" in finish
+    assert f"<strong>{serving['pool_size']}</strong> left" in finish
+    assert f"could label {serving['auto_ready']} now at 98%" in finish
+    assert "Not enough rounds yet" in finish  # one round: no trend
+    # The trend: images left halving every 100 labels, from 3,200 at 100 labels, reach
+    # 1 % of 10,000 (100) at 600 labels: 300 more after the round at 300.
+    points = [(100, 3200), (200, 1600), (300, 800)]
+    assert labels_to_finish(points, 10_000) == 300
+    assert labels_to_finish([(100, 500), (200, 600), (300, 700)], 10_000) is None
+    assert labels_to_finish([(100, 500), (200, 90)], 10_000) == 0

@@ -29,6 +29,7 @@ MIN_LABELS = 10  # held-out consensus labels a class needs before its precision 
 MIN_ABOVE = 5  # held-out predictions of the class at or above an accepted threshold
 PRIOR_WEIGHT = 10.0  # pseudo-counts of the calibration's expectation in the held-out estimate
 LOWEST_TARGET, HIGHEST_TARGET = 0.5, 1.0  # a target precision lies strictly between
+DEFAULT_TARGET = 0.98
 
 
 class PlanError(ValueError):

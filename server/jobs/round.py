@@ -147,6 +147,7 @@ def _estimate(db, round_id: int, learner: Learner, fitted, labeled: np.ndarray,
         try:
             _record_held_out(db, round_id, fitted)
             _recalibrate(db, round_id, pool, probs, fitted)
+            _record_auto_ready(db, round_id, pool, fitted)
             summary["temperature"] = fitted.temperature
             summary["calibration_error"] = fitted.calibration_error
         except Exception:  # published and measured: only the rescaling is missing
@@ -164,6 +165,22 @@ def _record_held_out(db, round_id: int, fitted) -> None:
 
     ids, given, probs, classes = fitted.held_out
     record_held_out(db, round_id, ids, given, classes[probs.argmax(axis=1)], probs.max(axis=1))
+
+
+def _record_auto_ready(db, round_id: int, pool: np.ndarray, fitted) -> None:
+    """For the learning curve: how many pool images the model could label now at the latest
+    auto-label run's target (else DEFAULT_TARGET), planned as `activelabel autolabel` would
+    (autolabel/plan.py) on the arrays at hand."""
+    from ..autolabel.plan import DEFAULT_TARGET, HeldOut, Pool, plan
+    from ..store.auto_labels import latest_run
+
+    ids, given, probs, classes = fitted.held_out
+    latest = latest_run(db)
+    target = latest["target"] if latest else DEFAULT_TARGET
+    pooled = fitted.pool_held_out
+    made = plan(target, HeldOut(given, classes[probs.argmax(axis=1)], probs.max(axis=1)),
+                Pool(pool, classes[pooled.argmax(axis=1)], pooled.max(axis=1)), classes)
+    round_store.record_auto_ready(db, round_id, made.count, target)
 
 
 def _recalibrate(db, round_id: int, pool: np.ndarray, probs: np.ndarray, fitted) -> None:

@@ -161,7 +161,8 @@ def publish_round(
         db.execute(
             "UPDATE rounds SET status = 'done', finished_at = ?, progress = 1, message = ?,"
             " labels_used = ?, pool_size = ?, accuracy = ?, per_class = ?, mode = ?,"
-            " seconds = ? WHERE id = ?",
+            " seconds = ?, auto_labels = (SELECT count(*) FROM image_state"
+            " WHERE status = 'auto') WHERE id = ?",
             [
                 now_iso(), summary.get("message", "done"), summary["labels_used"],
                 len(image_ids), summary.get("accuracy"),
@@ -207,6 +208,13 @@ def record_calibration(db: Database, round_id: int, image_ids: np.ndarray,
             [temperature, json.dumps({"error_before": error_before,
                                       "error_after": error_after}), round_id],
         )
+
+
+def record_auto_ready(db: Database, round_id: int, ready: int, target: float) -> None:
+    """How many of the round's pool its held-out models could label at `target`."""
+    with write(db):
+        db.execute("UPDATE rounds SET auto_ready = ?, auto_ready_target = ? WHERE id = ?",
+                   [ready, target, round_id])
 
 
 def queue_priority(db: Database, image_id: int) -> float:

@@ -22,6 +22,12 @@ def m010_auto_labels(db: Database) -> None:
     # the model labels an image with, so that thresholds chosen on held_out apply.
     db["predictions"].add_column("held_out_class_id", int)
     db["predictions"].add_column("held_out_confidence", float)
+    # Per round, for the learning curve: the images labeled by the model alone when it
+    # published, and how many of its pool its held-out models could label at a target
+    # (the latest auto-label run's, else 0.98), with that target.
+    db["rounds"].add_column("auto_labels", int)
+    db["rounds"].add_column("auto_ready", int)
+    db["rounds"].add_column("auto_ready_target", float)
     # Auto-label runs, each a job (job_rows.py) like a round: what was asked (the target,
     # the classes as JSON, null for all; the spot check's margin, null for none) and what it
     # did (the round whose predictions it labeled, the plan per class as JSON, the labels

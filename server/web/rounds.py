@@ -19,6 +19,7 @@ from flask_login import current_user
 
 import strategies
 
+from .. import store
 from ..dataset import csv_writer
 from ..jobs import runner
 from ..jobs.queue import enqueue
@@ -75,14 +76,31 @@ def learning_curve(rounds: list[dict]) -> list[dict]:
     ]
 
 
+def finishing(rounds: list[dict], total: int) -> dict | None:
+    """The latest finished round's split of the images (people, model, left, what the
+    model could label now) and the projected human labels until it can label the rest."""
+    from ..autolabel.projection import labels_to_finish
+
+    done = [r for r in reversed(rounds) if r["status"] == "done" and r["auto_ready"] is not None]
+    if not done:
+        return None
+    latest = done[-1]
+    points = [(r["labels_used"], r["pool_size"] - r["auto_ready"]) for r in done]
+    return {"round": latest, "left": latest["pool_size"], "ready": latest["auto_ready"],
+            "target": latest["auto_ready_target"], "model": latest["auto_labels"] or 0,
+            "people": latest["labels_used"], "more": labels_to_finish(points, total)}
+
+
 @bp.get("/")
 @login_required("admin")
 def history():
-    rows = job_rows.history(get_db(), runner.ROUND.table, limit=200)
+    db = get_db()
+    rows = job_rows.history(db, runner.ROUND.table, limit=200)
     for row in rows:
         row["per_class_parsed"] = json.loads(row["per_class"]) if row["per_class"] else {}
     return render_template(
-        "rounds.html", rounds=rows, curve=learning_curve(rows), **status_context()
+        "rounds.html", rounds=rows, curve=learning_curve(rows),
+        finish=finishing(rows, store.image_count(db)), **status_context()
     )
 
 
