@@ -160,11 +160,13 @@ def one_seed(base: Project, truth: dict[str, str], seed: int, work: Path, args) 
     realised = (sum(true_class[i] == c for i, c in standing) / len(standing)
                 if standing else None)
     final = final_labels(db)
+    ready = db.execute("SELECT labels_used, pool_size, auto_ready FROM rounds WHERE status ="
+                       " 'done' AND auto_ready IS NOT NULL ORDER BY id").fetchall()
     auto = sum(r["labeled"] for r in runs)
     right = sum(true_class[i] == c for i, c in final.items())
     db.conn.close()
     return {"seed": seed, "pool": pool, "humans": humans, "auto": auto, "overall": overall,
-            "realised": realised, "spot": sum(r["spot"] for r in runs),
+            "realised": realised, "spot": sum(r["spot"] for r in runs), "ready": ready,
             "left": pool - len(final), "right_share": right / pool,
             "auto_right": sum(r["right"] for r in runs), "runs": runs,
             "seconds": time.perf_counter() - started, "names": names}
@@ -212,6 +214,9 @@ def main() -> None:
                 print(f"       after {x['humans']:>5} human labels: {x['labeled']:>5} labeled,"
                       f" {x['right'] / x['labeled']:.1%} right, expected {x['expected']:.1%},"
                       f" held-out {x['held_out']:.1%}, spot check {x['spot']}")
+            step = max(1, len(r["ready"]) // 8)
+            print("       the model could label (at the target) after N human labels: "
+                  + ", ".join(f"{n}: {k}/{p}" for n, p, k in r["ready"][::step]))
             o = r["overall"]
             if o and o["checked"]:
                 print(f"       all auto-labels: {r['realised']:.1%} right; spot checks"

@@ -440,3 +440,21 @@ def test_the_rounds_page_splits_the_images_and_projects_the_rest(data):
     assert labels_to_finish(points, 10_000) == 300
     assert labels_to_finish([(100, 500), (200, 600), (300, 700)], 10_000) is None
     assert labels_to_finish([(100, 500), (200, 90)], 10_000) == 0
+
+
+def test_no_grid_shows_a_spot_checked_image(data, runner):
+    """Grid verify offers a page of one predicted class: a spot-checked image there would
+    be answered under the model's class, not blind. Only the card gets them."""
+    from server.store.verify_pages import verify_counts, verify_page
+
+    assert runner.invoke(main, ["autolabel", str(data.project.root), "--precision",
+                                "0.9"]).exit_code == 0
+    sampled = {r[0] for r in data.db.execute("SELECT image_id FROM spot_checks")}
+    assert set(store.next_images(data.db, data.user("admin"), n=len(sampled))) == sampled
+    store.release_leases(data.db, data.user("admin"))  # open to others again
+    user = data.user("ann")
+    offered = set()
+    for class_id in verify_counts(data.db, user):
+        _round, page = verify_page(data.db, user, class_id, limit=500)
+        offered |= {row["image_id"] for row in page}
+    assert offered and not offered & sampled

@@ -332,10 +332,11 @@ def test_a_split_layout_round_trips_through_the_imagefolder_export(tmp_path, run
     exported = {path.name.split("-", 1)[1]: (path.parent.name, path.parent.parent.name)
                 for path in out_folder.rglob("*.png")}
     assert exported == expected
-    # and back in: the export is a split layout itself (labels.csv beside is not an image)
+    # and back in: the export is a split layout itself (labels.csv and LABELS.md beside
+    # are not images)
     back = ok(run(runner, "init", tmp_path / "p2", "--images", out_folder))
     assert "50 images added (50 labeled from class folders)" in back
-    assert "1 other files ignored" in back and "Splits kept: train 30, val 10, test 10" in back
+    assert "2 other files ignored" in back and "Splits kept: train 30, val 10, test 10" in back
     assert class_names(tmp_path / "p2") == class_names(tmp_path / "p")
     again = query(tmp_path / "p2", "SELECT i.sha256, c.name, i.split FROM images i JOIN"
                                    " image_state s ON s.image_id = i.id JOIN classes c"

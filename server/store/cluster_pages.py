@@ -15,7 +15,7 @@ from . import job_rows
 from .bulk import BulkResult, StaleGrid, _check_class, _check_ids, _lease, _one, _record
 from .clusterings import current_clustering
 from .connection import StoreError, now_iso, write
-from .queue import open_sql
+from .queue import grid_open_sql
 
 
 def _resume_sql() -> str:
@@ -46,7 +46,7 @@ def next_cluster(db: Database, clustering_id: int, user_id: int) -> int | None:
         " FROM cluster_members m JOIN images i ON i.id = m.image_id"
         " JOIN image_state s ON s.image_id = m.image_id WHERE m.clustering_id = :clustering"
         f" AND m.position > {_resume_sql()} AND NOT {MIXED_SQL}"
-        f" AND {open_sql(db, 'm.image_id')} GROUP BY m.cluster ORDER BY pages, m.cluster"
+        f" AND {grid_open_sql(db, 'm.image_id')} GROUP BY m.cluster ORDER BY pages, m.cluster"
         " LIMIT 1",
         {"clustering": clustering_id, "user": user_id, "now": time.time()},
     ).fetchone()
@@ -63,7 +63,7 @@ def cluster_overview(db: Database, clustering_id: int, user_id: int) -> list[dic
     left = dict(db.execute(
         "SELECT m.cluster, count(*) FROM cluster_members m JOIN images i ON i.id = m.image_id"
         " JOIN image_state s ON s.image_id = m.image_id WHERE m.clustering_id = :clustering"
-        f" AND m.position > {_resume_sql()} AND {open_sql(db, 'm.image_id')}"
+        f" AND m.position > {_resume_sql()} AND {grid_open_sql(db, 'm.image_id')}"
         " GROUP BY m.cluster", params).fetchall())
     mixed = {r[0] for r in db.execute(
         "SELECT DISTINCT cluster FROM bulk_actions WHERE user_id = :user"
@@ -87,13 +87,13 @@ def cluster_page(db: Database, clustering_id: int, cluster: int, user_id: int,
             "SELECT m.image_id, m.position FROM cluster_members m"
             " JOIN images i ON i.id = m.image_id JOIN image_state s ON s.image_id = m.image_id"
             " WHERE m.clustering_id = :clustering AND m.cluster = :cluster"
-            f" AND m.position > {_resume_sql()} AND {open_sql(db, 'm.image_id')}"
+            f" AND m.position > {_resume_sql()} AND {grid_open_sql(db, 'm.image_id')}"
             " ORDER BY m.position LIMIT :limit", params))
         left = db.execute(
             "SELECT count(*) FROM cluster_members m JOIN images i ON i.id = m.image_id"
             " JOIN image_state s ON s.image_id = m.image_id"
             " WHERE m.clustering_id = :clustering AND m.cluster = :cluster"
-            f" AND m.position > {_resume_sql()} AND {open_sql(db, 'm.image_id')}",
+            f" AND m.position > {_resume_sql()} AND {grid_open_sql(db, 'm.image_id')}",
             params).fetchone()[0]
         _lease(db, user_id, [m["image_id"] for m in members], lease_seconds)
     size = db.execute("SELECT count(*) FROM cluster_members WHERE clustering_id = ?"

@@ -81,6 +81,13 @@ def open_sql(db: Database, image: str) -> str:
     )
 
 
+def grid_open_sql(db: Database, image: str) -> str:
+    """open_sql for a grid (a cluster page, a verify page): not an image a spot check sent
+    (status 'auto', store/auto_labels.py), which is answered blind on the card, one at a
+    time; a grid would show it under a class."""
+    return f"{open_sql(db, image)} AND s.status = 'needs_votes'"
+
+
 def require_handed(db: Database, user_id: int, image_id: int) -> None:
     """Inside a write transaction: raise NotHanded unless this person holds the image's
     lease (a card or grid they were shown, even if its time ran out) or the image is open to

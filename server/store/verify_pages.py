@@ -13,7 +13,7 @@ from sqlite_utils import Database
 
 from .bulk import BulkResult, StaleGrid, _check_class, _check_ids, _lease, _record
 from .connection import StoreError, is_row_id, write
-from .queue import open_sql
+from .queue import grid_open_sql
 
 ORDERS = ("confident", "uncertain")
 
@@ -46,7 +46,7 @@ def verify_counts(db: Database, user_id: int, page: int = 48) -> dict[int, dict]
         "   ORDER BY p.confidence DESC) AS rank FROM predictions p"
         "   JOIN images i ON i.id = p.image_id JOIN image_state s ON s.image_id = p.image_id"
         f"   WHERE p.round_id = :round AND NOT {_set_aside_sql()}"
-        f"   AND {open_sql(db, 'p.image_id')}) GROUP BY class_id", params).fetchall()
+        f"   AND {grid_open_sql(db, 'p.image_id')}) GROUP BY class_id", params).fetchall()
     return {class_id: {"count": count, "confidence": confidence}
             for class_id, count, confidence in rows}
 
@@ -79,7 +79,7 @@ def verify_page(db: Database, user_id: int, class_id: int, order: str = "confide
             "SELECT p.image_id, p.confidence FROM predictions p"
             " JOIN images i ON i.id = p.image_id JOIN image_state s ON s.image_id = p.image_id"
             " WHERE p.round_id = :round AND p.class_id = :cls"
-            f" AND NOT {_set_aside_sql()} AND {open_sql(db, 'p.image_id')}"
+            f" AND NOT {_set_aside_sql()} AND {grid_open_sql(db, 'p.image_id')}"
             f" ORDER BY p.confidence {direction}, p.image_id LIMIT :limit", params))
         items = rows[:limit]
         _lease(db, user_id, [r["image_id"] for r in items], lease_seconds)
