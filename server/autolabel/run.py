@@ -107,7 +107,10 @@ def apply(db, made: Preview, run_id: int, margin: float | None = MARGIN,
     sent = 0
     if margin is not None and written:
         before = sum(p["labels"] for p in auto_labels.populations(db)) - written
-        size = run_sample_size(written, before, made.plan.expected, margin)
+        # Sized at the target (or the expected precision when lower): an optimistic
+        # calibration would otherwise buy a sample too small to show it wrong.
+        at = min(made.plan.target, made.plan.expected or made.plan.target)
+        size = run_sample_size(written, before, at, margin)
         drawn = draw(auto_labels.run_image_ids(db, run_id), size, seed=seed * 1_000_003 + run_id)
         sent = auto_labels.start_spot_check(db, run_id, drawn)
     return Applied(run_id, written, sent)
