@@ -1,12 +1,16 @@
 """Auto-labels in Chromium, as a new user would: after a round on 150 real digits the admin
 previews the model's labels at a target precision, starts the run (the worker does it),
 an annotator answers the spot check on the labeling screen (no prediction shown), and the
-admin page shows the measured accuracy with its interval. Screenshots:
-test-output/autolabel-preview.png, autolabel-measured.png."""
+admin page shows the measured accuracy with its interval; the admin page's export with the
+model's labels holds a LABELS.md that matches. Screenshots: test-output/autolabel-preview.png,
+autolabel-measured.png (and autolabel-LABELS.md)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
+import zipfile
 
 import pytest
 from browser_support import TIMEOUT_MS, chromium, needs_chromium, screenshot, serving
@@ -75,3 +79,21 @@ def test_preview_run_spot_check_and_the_measured_accuracy(trained, tmp_path, dig
         assert cells[3] == str(right)
         assert cells[4] == f"{100 * right / len(sampled):.1f}%"
         screenshot(admin, "autolabel-measured")
+
+        # The export from the admin page, with the model's labels: LABELS.md matches.
+        admin.goto(f"{base}/admin/")
+        admin.select_option("#export select[name=labels]", "all")
+        with admin.expect_download() as download:
+            admin.click("#export button[type=submit]")
+        path = tmp_path / "export.zip"
+        download.value.save_as(path)
+    with zipfile.ZipFile(path) as archive:
+        summary = archive.read("LABELS.md").decode()
+        rows = list(csv.DictReader(io.StringIO(archive.read("labels.csv").decode())))
+    model = sum(r["source"] == "model" for r in rows)
+    people = sum(r["source"] == "human" for r in rows)
+    standing = data.db.execute("SELECT count(*) FROM image_state WHERE status = 'auto'"
+                               ).fetchone()[0]
+    assert model == standing and people == 150 + len(sampled)
+    assert f"{people} labeled by people" in summary and f"{model} by the model" in summary
+    (screenshot.__globals__["OUTPUT"] / "autolabel-LABELS.md").write_text(summary)
