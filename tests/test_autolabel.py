@@ -458,3 +458,49 @@ def test_no_grid_shows_a_spot_checked_image(data, runner):
         _round, page = verify_page(data.db, user, class_id, limit=500)
         offered |= {row["image_id"] for row in page}
     assert offered and not offered & sampled
+
+
+def test_grid_verify_reviews_the_models_labels(data, runner):
+    """order=model: a page of the model's labels of a class, least confident first; accept
+    confirms them (people's votes), a toggled one is withdrawn and goes to the queue's
+    front; undo takes the votes back and the model's labels stand again."""
+    import re
+
+    from conftest import htmx_headers, login
+
+    from server.app import create_app
+
+    root = str(data.project.root)
+    assert runner.invoke(main, ["autolabel", root, "--precision", "0.9",
+                                "--no-spot-check"]).exit_code == 0
+    counts = auto_labels.auto_label_counts(data.db)
+    class_id = max(counts, key=counts.get)
+    client = create_app(data.project.root, {"TESTING": True}).test_client()
+    token = login(client, "ann")
+    page = client.get(f"/verify/?class={class_id}&order=model").get_data(as_text=True)
+    assert "itself (auto-labels)" in page
+    shown = [int(i) for i in re.findall(r'name="shown" value="(\d+)"', page)]
+    confidence = dict(data.db.execute(
+        "SELECT a.image_id, x.confidence FROM annotations a JOIN auto_answers x"
+        " ON x.annotation_id = a.id"))
+    assert shown and [confidence[i] for i in shown] == sorted(confidence[i] for i in shown)
+    assert len(shown) == min(counts[class_id], 48)
+    wrong = shown[0]
+    response = client.post("/verify/", headers=htmx_headers(token), data={
+        "order": "model", "class_id": str(class_id), "shown": [str(i) for i in shown],
+        "wrong": [str(wrong)], "csrf_token": token})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    states = dict(data.db.execute("SELECT image_id, status FROM image_state").fetchall())
+    assert all(states[i] == "agreed" for i in shown[1:]) and states[wrong] == "needs_votes"
+    assert min(data.queue(), key=data.queue().get) == wrong  # first for the next person
+    assert auto_labels.auto_answer(data.db, wrong) is None  # withdrawn
+    client.post("/verify/undo", headers=htmx_headers(token),
+                data={"order": "model", "csrf_token": token})
+    states = dict(data.db.execute("SELECT image_id, status FROM image_state").fetchall())
+    assert all(states[i] == "auto" for i in shown[1:])
+    # A page that holds an image no longer the model's is refused, nothing written.
+    before = annotation_rows(data.db)
+    response = client.post("/verify/", headers=htmx_headers(token), data={
+        "order": "model", "class_id": str(class_id), "shown": [str(wrong)],
+        "csrf_token": token})
+    assert response.status_code in (400, 409) and annotation_rows(data.db) == before

@@ -148,11 +148,16 @@ def _write_chunk(db: Database, run_id: int, round_id: int, columns, start: int) 
 
 
 def withdraw(db: Database, class_ids: list[int] | None = None, run_id: int | None = None,
-             user_id: int | None = None, source: str = "cli") -> int:
-    """Retract the effective auto-labels (of these classes, of this run; all by default):
-    each gets a 'retract' row, and an image the model alone had labeled goes back to the
-    queue at its latest rank. One transaction. Returns how many were withdrawn."""
+             user_id: int | None = None, source: str = "cli",
+             image_ids: list[int] | None = None) -> int:
+    """Retract the effective auto-labels (of these classes, of this run, of these images;
+    all by default): each gets a 'retract' row, and an image the model alone had labeled
+    goes back to the queue at its latest rank. One transaction (the caller's, if it is in
+    one). Returns how many were withdrawn."""
     conditions, params = ["a.kind = 'auto'", EFFECTIVE], []
+    if image_ids is not None:
+        conditions.append(f"a.image_id IN ({', '.join('?' * len(image_ids))})")
+        params += [int(i) for i in image_ids]
     if class_ids is not None:
         conditions.append(f"a.class_id IN ({', '.join('?' * len(class_ids))})")
         params += [int(c) for c in class_ids]

@@ -11,11 +11,15 @@ import time
 
 from sqlite_utils import Database
 
+from . import auto_labels, labels
 from .bulk import BulkResult, StaleGrid, _check_class, _check_ids, _lease, _record
-from .connection import StoreError, is_row_id, write
+from .connection import StoreError, is_row_id, now_iso, write
+from .labels import EFFECTIVE
 from .queue import grid_open_sql
 
-ORDERS = ("confident", "uncertain")
+# "model": the images the model labeled itself (auto-labels) as the class, least confident
+# first, for a person to confirm (their vote supersedes the model's) or toggle (withdrawn).
+ORDERS = ("confident", "uncertain", "model")
 
 
 def latest_round_id(db: Database) -> int | None:
@@ -113,3 +117,84 @@ def accept_grid(db: Database, user_id: int, round_id: int, class_id: int, shown:
                                  " class")
         return _record(db, user_id, "grid", class_id, shown, set_aside, seconds,
                        round_id=round_id)
+
+
+# --- the model's own labels ------------------------------------------------------------------
+
+# An image labeled by the model alone (status 'auto') that is not waiting in the queue for its
+# blind spot check and that no one else holds now; `a` is its effective auto-label.
+_AUTO_OPEN = (
+    "s.status = 'auto' AND a.image_id = s.image_id AND a.kind = 'auto' AND " + EFFECTIVE
+    + " AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.image_id = s.image_id)"
+    " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.image_id = s.image_id"
+    "   AND l.user_id != :user AND l.expires_at > :now)"
+)
+
+
+def auto_counts(db: Database, user_id: int) -> dict[int, dict]:
+    """class id -> {count, confidence}: the model's labels of that class this user may
+    review now, and their mean confidence."""
+    rows = db.execute(
+        "SELECT s.class_id, count(*), avg(x.confidence) FROM image_state s, annotations a"
+        f" JOIN auto_answers x ON x.annotation_id = a.id WHERE {_AUTO_OPEN}"
+        " GROUP BY s.class_id", {"user": user_id, "now": time.time()}).fetchall()
+    return {class_id: {"count": count, "confidence": confidence}
+            for class_id, count, confidence in rows}
+
+
+def auto_page(db: Database, user_id: int, class_id: int, limit: int = 48,
+              lease_seconds: int = 300) -> list[dict]:
+    """[{image_id, confidence}]: a page of the model's labels of `class_id`, least confident
+    first, leased to this user."""
+    params = {"user": user_id, "now": time.time(), "cls": class_id, "limit": limit}
+    with write(db):
+        items = list(db.query(
+            "SELECT s.image_id, x.confidence FROM image_state s, annotations a"
+            f" JOIN auto_answers x ON x.annotation_id = a.id WHERE s.class_id = :cls"
+            f" AND {_AUTO_OPEN} ORDER BY x.confidence, s.image_id LIMIT :limit", params))
+        _lease(db, user_id, [r["image_id"] for r in items], lease_seconds)
+    return items
+
+
+def review_auto_labels(db: Database, user_id: int, class_id: int, shown: list[int],
+                       wrong: list[int] = (), seconds: float | None = None) -> BulkResult:
+    """A person's verdict on a page of the model's labels of `class_id`, in one transaction:
+    a vote for the class on every image shown but those toggled (`wrong`; source 'grid',
+    superseding the model's label), and the toggled ones' auto-labels withdrawn (appended
+    retractions), the images to the front of the queue. Undo takes the votes back (the
+    model's labels stand again); a withdrawn label stays withdrawn."""
+    shown, wrong = list(shown), list(wrong)
+    _check_ids(shown, wrong)
+    with write(db):
+        _check_class(db, class_id)
+        for image_id in shown:
+            held = db.execute(
+                "SELECT 1 FROM image_state s JOIN leases l ON l.image_id = s.image_id"
+                " WHERE s.image_id = ? AND s.status = 'auto' AND s.class_id = ?"
+                " AND l.user_id = ?", [image_id, class_id, user_id]).fetchone()
+            if held is None:
+                raise StoreError(f"image {image_id} is not a label of this class by the model"
+                                 " that this page holds (answered or withdrawn meanwhile?)")
+        action_id = db.execute(
+            "INSERT INTO bulk_actions (user_id, kind, class_id, created_at) VALUES"
+            " (?, 'grid', ?, ?)", [user_id, class_id, now_iso()]).lastrowid
+        voting = [i for i in shown if i not in set(wrong)]
+        each = round(seconds / len(voting), 3) if seconds is not None and voting else None
+        for image_id in voting:
+            annotation_id = labels.add_vote(db, user_id, image_id, "label", class_id,
+                                            seconds=each, source="grid")
+            db.execute("INSERT INTO bulk_items (action_id, image_id, annotation_id)"
+                       " VALUES (?, ?, ?)", [action_id, image_id, annotation_id])
+        if wrong:
+            auto_labels.withdraw(db, image_ids=wrong, user_id=user_id, source="grid")
+            front = db.execute("SELECT coalesce(min(priority), 0) FROM queue").fetchone()[0]
+            for offset, image_id in enumerate(wrong):
+                db.execute("INSERT INTO bulk_items (action_id, image_id) VALUES (?, ?)",
+                           [action_id, image_id])
+                db.execute("UPDATE queue SET priority = ? WHERE image_id = ?",
+                           [front - len(wrong) + offset, image_id])
+        db.execute("DELETE FROM leases WHERE user_id = ? AND image_id IN"
+                   f" ({', '.join('?' * len(shown))})", [user_id, *shown])
+        db.execute("UPDATE bulk_actions SET labeled = ?, set_aside = ?, passed = 0,"
+                   " seconds = ? WHERE id = ?", [len(voting), len(wrong), seconds, action_id])
+    return BulkResult(action_id, len(voting), len(wrong), 0)

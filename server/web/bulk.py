@@ -227,18 +227,23 @@ def clustering_status():
 
 def _verify_context(class_id: int | None, order: str, message: str | None = None) -> dict:
     db = get_db()
-    counts = verify_pages.verify_counts(db, current_user.id, PAGE)
+    model = order == "model"  # the model's own labels, least confident first
+    counts = (verify_pages.auto_counts(db, current_user.id) if model
+              else verify_pages.verify_counts(db, current_user.id, PAGE))
     classes = keyed_classes(store.classes(db))
     for c in classes:
         c["count"] = counts.get(c["id"], {}).get("count", 0)
     if class_id is None:
         class_id = verify_pages.surest_class(counts)  # the page with the fewest toggles expected
     round_id, items, upcoming = None, [], []
-    if class_id is not None:
+    lease = get_project().config.lease_seconds
+    if class_id is not None and model:
+        items = verify_pages.auto_page(db, current_user.id, class_id, PAGE, lease)
+    elif class_id is not None:
         round_id, items = verify_pages.verify_page(db, current_user.id, class_id, order, PAGE,
-                                                   get_project().config.lease_seconds, upcoming)
-        for item in items:
-            item["caption"] = f"{item['confidence'] * 100:.0f}%"
+                                                   lease, upcoming)
+    for item in items:
+        item["caption"] = f"{item['confidence'] * 100:.0f}%"
     return {
         "round_id": round_id or verify_pages.latest_round_id(db), "items": items,
         "classes": classes,
@@ -276,16 +281,21 @@ def verify():
 @login_required()
 def accept():
     """Accept the page as the predicted class, but for the images toggled wrong (they go
-    back to the one-by-one queue); then the next page of that class."""
+    back to the one-by-one queue); then the next page of that class. order=model: the page
+    of the model's own labels (toggled ones are withdrawn)."""
     order = _order(request.form.get("order"))
     shown = _ids("shown")
     if not shown:
         abort(400, "The grid named no images; reload the page. Nothing was saved.")
     class_id = _class_id()
-    round_id = whole_number(request.form.get("round_id"), "round id", 1)
     db = get_db()
-    result = _store_call(verify_pages.accept_grid, db, current_user.id, round_id, class_id,
-                         shown, _ids("wrong"), _elapsed())
+    if order == "model":  # confirm the model's labels, withdraw the toggled ones
+        result = _store_call(verify_pages.review_auto_labels, db, current_user.id, class_id,
+                             shown, _ids("wrong"), _elapsed())
+    else:
+        round_id = whole_number(request.form.get("round_id"), "round id", 1)
+        result = _store_call(verify_pages.accept_grid, db, current_user.id, round_id,
+                             class_id, shown, _ids("wrong"), _elapsed())
     maybe_auto_retrain(get_project(), get_tasks(), db)
     name = store.class_by_id(db, class_id)["name"]
     return _verify_card(class_id, order, _outcome(result, name))
