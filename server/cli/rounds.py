@@ -12,10 +12,10 @@ from ..config import Project
 @click.argument("project", type=click.Path(file_okay=False))
 @click.option("--threads", default=0, show_default=True,
               help="Jobs run at the same time; 0: one per kind of job (round, clustering,"
-                   " quality run), so a round never waits behind another kind.")
+                   " quality run, auto-label run), so a round never waits behind another.")
 def worker(project: str, threads: int) -> None:
-    """Run the jobs queued by the web server: rounds, clusterings, quality runs (until
-    Ctrl-C)."""
+    """Run the jobs queued by the web server: rounds, clusterings, quality runs and
+    auto-label runs (until Ctrl-C)."""
     from ..jobs.workers import run_worker
 
     run_worker(Project.open(project), workers=threads)

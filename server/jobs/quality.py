@@ -20,6 +20,7 @@ from .runner import QUALITY, Progress, run_job
 
 MIN_LABELS = 20  # fewer consensus labels than this: no mislabel ranking or curve
 MAX_GROUPS = 50  # misfiled groups kept, most suspicious first
+FINGERPRINT_PROCESSES_FROM = 5000  # images; see fingerprint_workers
 STAGES = {"embed": (0.0, 0.35), "mislabels": (0.35, 0.55), "duplicates": (0.55, 0.9),
           "curve": (0.9, 1.0)}
 
@@ -58,7 +59,8 @@ def duplicates(everything: list[dict], learner=None, progress=None) -> dict:
     if len(everything) < 2:
         return {"groups": [], "pairs": []}
     prints = fingerprints([r["path"] for r in everything],
-                          progress=(lambda f, m="": progress(0.6 * f, m)) if progress else None)
+                          progress=(lambda f, m="": progress(0.6 * f, m)) if progress else None,
+                          workers=fingerprint_workers(len(everything)))
     found = find_duplicates(prints, progress=(lambda f, m="": progress(0.6 + 0.4 * f, m))
                             if progress else None)
     ids = [r["id"] for r in everything]
@@ -68,6 +70,18 @@ def duplicates(everything: list[dict], learner=None, progress=None) -> dict:
                    "phash": p.phash} for p in found.pairs[:2000]],
         "unreadable": [ids[p] for p in prints.failed],
     }
+
+
+def fingerprint_workers(images: int) -> int:
+    """Processes decoding images for the fingerprints: one per core this process may use (at
+    most 4) from FINGERPRINT_PROCESSES_FROM images on; below that, starting them (each
+    imports numpy, PIL, scipy and imagehash) costs more than they save."""
+    if images < FINGERPRINT_PROCESSES_FROM:
+        return 1
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cores or 1))
 
 
 def curve(learner, labeled: list[dict], progress=None) -> dict:

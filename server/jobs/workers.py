@@ -64,10 +64,10 @@ def stop_on_sigterm() -> None:
 
 
 def run_worker(project, workers: int = 0) -> None:
-    """Run the project's queued jobs (rounds, clusterings, quality runs) until stopped
-    (Ctrl-C or SIGTERM), `workers` at the same time; 0: one per kind of job, so a round
-    never waits behind a long quality run or clustering (each kind has at most one job
-    queued or running at a time, so no job waits for a thread)."""
+    """Run the project's queued jobs (rounds, clusterings, quality runs, auto-label runs)
+    until stopped (Ctrl-C or SIGTERM), `workers` at the same time; 0: one per kind of job,
+    so a round never waits behind a long quality run or clustering (each kind has at most
+    one job queued or running at a time, so no job waits for a thread)."""
     import logging
 
     from huey.consumer import Consumer
