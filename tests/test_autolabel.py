@@ -504,3 +504,27 @@ def test_grid_verify_reviews_the_models_labels(data, runner):
         "order": "model", "class_id": str(class_id), "shown": [str(wrong)],
         "csrf_token": token})
     assert response.status_code in (400, 409) and annotation_rows(data.db) == before
+
+
+def test_a_run_whose_round_went_stale_fails_with_the_reason(data):
+    """Previewed, then someone labels before the worker runs it: the job re-plans, refuses
+    (the round no longer knows every label), writes nothing, and the page says why."""
+    from conftest import login
+
+    from server.app import create_app
+    from server.jobs.autolabel import run
+
+    client = create_app(data.project.root, {"TESTING": True}).test_client()
+    token = login(client, "admin")
+    assert client.post("/admin/autolabel/run", data={"target": "0.95", "csrf_token": token}
+                       ).status_code == 302
+    queued = job_rows.active(data.db, "auto_label_runs")
+    data.label("ann", next(iter(data.queue())))
+    before = annotation_rows(data.db)
+    with pytest.raises(ValueError, match="older than the newest labels"):
+        run(data.project, queued["id"])
+    assert annotation_rows(data.db) == before
+    assert job_rows.get(data.db, "auto_label_runs", queued["id"])["status"] == "failed"
+    page = client.get("/admin/autolabel/").get_data(as_text=True)
+    assert f"Auto-label run {queued['id']} failed: round" in page
+    assert "Retrain first" in page
