@@ -1,8 +1,9 @@
 """Auto-labels: answers the model gives itself (kind 'auto', source 'model'), appended like a
 person's, with the round that made them and their calibrated confidence beside them
 (auto_answers). They decide an image only while no person has answered it
-(consensus.rules.decide: status 'auto'), train nothing and are not exported unless asked
-for; a person's vote supersedes them, and withdrawing them appends retractions.
+(consensus.rules.decide: status 'auto'), train nothing unless model.train_on_auto_labels
+says so, and are not exported unless asked for; a person's vote supersedes them, and
+withdrawing them appends retractions.
 
 Also the round's held-out predictions of its consensus labels, which choose the thresholds
 (autolabel/plan.py)."""
