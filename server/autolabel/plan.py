@@ -65,13 +65,6 @@ class ClassPlan:
     held_out_count: int = 0
     reason: str = ""  # why the class gets no auto-labels
 
-    @property
-    def as_dict(self) -> dict:
-        return {"class_id": self.class_id, "labels": self.labels, "threshold": self.threshold,
-                "count": self.count, "expected": self.expected,
-                "held_out_precision": self.held_out_precision,
-                "held_out_count": self.held_out_count, "reason": self.reason}
-
 
 @dataclass
 class Plan:

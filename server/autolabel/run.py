@@ -6,7 +6,7 @@ Flask."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class Preview:
     def as_dict(self) -> dict:
         return {"round_id": self.round["id"], "target": self.plan.target,
                 "count": self.plan.count, "expected": self.plan.expected,
-                "classes": [c.as_dict for c in self.plan.classes], "notes": self.notes}
+                "classes": [asdict(c) for c in self.plan.classes], "notes": self.notes}
 
 
 def preview(db, target: float, class_names: list[str] | None = None) -> Preview:
@@ -62,7 +62,11 @@ def preview(db, target: float, class_names: list[str] | None = None) -> Preview:
                              " came after it and it did not learn from them. Retrain first"
                              " (activelabel retrain PROJECT), then auto-label")
     classes = {c["id"]: c["name"] for c in store.classes(db)}
-    chosen = _chosen_classes(classes, given, class_names)
+    chosen = class_ids_named(classes, class_names) if class_names else list(classes)
+    empty = [classes[c] for c in chosen if not np.any(given == c)]
+    if class_names and empty:
+        raise AutoLabelError(f"class {', '.join(map(repr, empty))} has no consensus labels"
+                             " in the round: the model cannot be measured on it")
     ids, pool_predicted, pool_confidence = auto_labels.eligible(db, rid)
     made = plan(target, HeldOut(given, predicted, confidence),
                 Pool(ids, pool_predicted, pool_confidence), chosen)
@@ -73,21 +77,15 @@ def preview(db, target: float, class_names: list[str] | None = None) -> Preview:
     return Preview(round_row, made, classes, notes)
 
 
-def _chosen_classes(classes: dict[int, str], given: np.ndarray,
-                    names: list[str] | None) -> list[int]:
-    if not names:
-        return list(classes)
+def class_ids_named(classes: dict[int, str], names: list[str]) -> list[int]:
+    """The ids of the classes `names` (each once, in order); AutoLabelError naming any the
+    project does not have. The CLI, the page and the run all read class names through it."""
     by_name = {name: class_id for class_id, name in classes.items()}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise AutoLabelError(f"no class named {', '.join(map(repr, unknown))}; the classes"
-                             f" are {', '.join(classes.values())}")
-    chosen = [by_name[n] for n in dict.fromkeys(names)]
-    empty = [classes[c] for c in chosen if not np.any(given == c)]
-    if empty:
-        raise AutoLabelError(f"class {', '.join(map(repr, empty))} has no consensus labels"
-                             " in the round: the model cannot be measured on it")
-    return chosen
+        raise AutoLabelError(f"no class named {', '.join(repr(n[:40]) for n in unknown)};"
+                             f" the classes are {', '.join(classes.values())}")
+    return [by_name[n] for n in dict.fromkeys(names)]
 
 
 @dataclass

@@ -120,15 +120,14 @@ def _print_preview(made) -> None:
 
 def _withdraw(db, names: list[str] | None) -> None:
     from .. import store
+    from ..autolabel.run import AutoLabelError, class_ids_named
     from ..store import auto_labels
 
-    class_ids = None
-    if names:
-        by_name = {c["name"]: c["id"] for c in store.classes(db)}
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            raise click.ClickException(f"no class named {', '.join(map(repr, unknown))}")
-        class_ids = [by_name[n] for n in names]
+    try:
+        class_ids = class_ids_named({c["id"]: c["name"] for c in store.classes(db)},
+                                    names) if names else None
+    except AutoLabelError as exc:
+        raise click.ClickException(str(exc)) from None
     withdrawn = auto_labels.withdraw(db, class_ids)
     click.echo(f"Withdrew {withdrawn} auto-labels; those images are back in the queue.")
 

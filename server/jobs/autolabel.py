@@ -31,7 +31,8 @@ def _label(db, project: Project, run_id: int, progress: Progress) -> dict:
     message = (f"{done.written} images labeled by the model from round {made.round['id']};"
                f" {done.spot_checked} sent to people as the spot check" if done.written else
                "nothing to label at this target")
-    auto_labels.finish_run(db, run_id, made.round["id"], made.as_dict(), done.written,
+    planned = made.as_dict()
+    auto_labels.finish_run(db, run_id, made.round["id"], planned, done.written,
                            done.spot_checked, message)
     return {"labeled": done.written, "spot_checked": done.spot_checked,
-            "round_id": made.round["id"], "plan": made.as_dict(), "message": message}
+            "round_id": made.round["id"], "plan": planned, "message": message}

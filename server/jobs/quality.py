@@ -78,10 +78,9 @@ def fingerprint_workers(images: int) -> int:
     imports numpy, PIL, scipy and imagehash) costs more than they save."""
     if images < FINGERPRINT_PROCESSES_FROM:
         return 1
-    import os
+    from ..learner.head import scoring_threads  # the cores this process may use, at most 4
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(4, cores or 1))
+    return scoring_threads()
 
 
 def curve(learner, labeled: list[dict], progress=None) -> dict:

@@ -12,7 +12,7 @@ from flask_login import current_user
 
 from .. import store
 from ..autolabel.plan import PlanError, check_target
-from ..autolabel.run import AutoLabelError, preview, report
+from ..autolabel.run import AutoLabelError, class_ids_named, preview, report
 from ..autolabel.spot_check import MARGIN
 from ..jobs import runner
 from ..jobs.queue import enqueue
@@ -59,10 +59,10 @@ def _margin(raw: str | None) -> float | None:
 def _classes(db) -> list[str] | None:
     """The classes ticked (none ticked: every class); 400 naming an unknown one."""
     names = [n for n in request.values.getlist("classes") if n.strip()]
-    known = {c["name"] for c in store.classes(db)}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        abort(400, f"No class named {', '.join(repr(n[:40]) for n in unknown)}.")
+    try:
+        class_ids_named({c["id"]: c["name"] for c in store.classes(db)}, names)
+    except AutoLabelError as exc:
+        abort(400, f"{str(exc).capitalize()}. Nothing was written.")
     return names or None
 
 
