@@ -87,13 +87,7 @@ def _record(db: Database, user_id: int, kind: str, class_id: int | None, shown: 
     """Inside a write transaction: the action's row, a vote per image shown and not set
     aside (skipping those this user answered and those that need no more votes), and the
     set-aside images given back to the queue's front."""
-    now = now_iso()
-    columns = {"user_id": user_id, "kind": kind, "class_id": class_id, "created_at": now,
-               **fields}
-    cursor = db.execute(
-        f"INSERT INTO bulk_actions ({', '.join(columns)}) VALUES"
-        f" ({', '.join('?' * len(columns))})", list(columns.values()))
-    action_id = cursor.lastrowid
+    action_id = _start_action(db, user_id, kind, class_id, **fields)
     aside = set(set_aside)
     voting = [i for i in shown if i not in aside]
     each = round(seconds / len(voting), 3) if seconds is not None and voting else None
@@ -119,17 +113,38 @@ def _record(db: Database, user_id: int, kind: str, class_id: int | None, shown: 
         db.execute("INSERT INTO bulk_items (action_id, image_id, annotation_id) VALUES (?, ?, ?)",
                    [action_id, image_id, annotation_id])
         labeled += 1
+    set_aside_to_front(db, action_id, user_id, set_aside)
+    return _finish_action(db, action_id, labeled, len(set_aside), passed, seconds)
+
+
+def _start_action(db: Database, user_id: int, kind: str, class_id: int | None,
+                  **fields) -> int:
+    """Inside a write transaction: a grid's action row (its counts come at the end)."""
+    columns = {"user_id": user_id, "kind": kind, "class_id": class_id, "created_at": now_iso(),
+               **fields}
+    return db.execute(
+        f"INSERT INTO bulk_actions ({', '.join(columns)}) VALUES"
+        f" ({', '.join('?' * len(columns))})", list(columns.values())).lastrowid
+
+
+def set_aside_to_front(db: Database, action_id: int, user_id: int,
+                       set_aside: list[int]) -> None:
+    """Inside a write transaction: images a grid toggled, recorded with no vote, given back
+    by this user and put ahead of everything else in the queue, in the grid's order."""
     front = db.execute("SELECT coalesce(min(priority), 0) FROM queue").fetchone()[0]
     for offset, image_id in enumerate(set_aside):
         db.execute("INSERT INTO bulk_items (action_id, image_id) VALUES (?, ?)",
                    [action_id, image_id])
         db.execute("DELETE FROM leases WHERE image_id = ? AND user_id = ?", [image_id, user_id])
-        # Ahead of everything else, in the grid's order.
         db.execute("UPDATE queue SET priority = ? WHERE image_id = ?",
                    [front - len(set_aside) + offset, image_id])
+
+
+def _finish_action(db: Database, action_id: int, labeled: int, set_aside: int, passed: int,
+                   seconds: float | None) -> BulkResult:
     db.execute("UPDATE bulk_actions SET labeled = ?, set_aside = ?, passed = ?, seconds = ?"
-               " WHERE id = ?", [labeled, len(set_aside), passed, seconds, action_id])
-    return BulkResult(action_id, labeled, len(set_aside), passed)
+               " WHERE id = ?", [labeled, set_aside, passed, seconds, action_id])
+    return BulkResult(action_id, labeled, set_aside, passed)
 
 
 def undo_last(db: Database, user_id: int, kinds: tuple[str, ...],

@@ -12,8 +12,18 @@ import time
 from sqlite_utils import Database
 
 from . import auto_labels, labels
-from .bulk import BulkResult, StaleGrid, _check_class, _check_ids, _lease, _record
-from .connection import StoreError, is_row_id, now_iso, write
+from .bulk import (
+    BulkResult,
+    StaleGrid,
+    _check_class,
+    _check_ids,
+    _finish_action,
+    _lease,
+    _record,
+    _start_action,
+    set_aside_to_front,
+)
+from .connection import StoreError, is_row_id, write
 from .labels import EFFECTIVE
 from .queue import grid_open_sql
 
@@ -175,9 +185,7 @@ def review_auto_labels(db: Database, user_id: int, class_id: int, shown: list[in
             if held is None:
                 raise StoreError(f"image {image_id} is not a label of this class by the model"
                                  " that this page holds (answered or withdrawn meanwhile?)")
-        action_id = db.execute(
-            "INSERT INTO bulk_actions (user_id, kind, class_id, created_at) VALUES"
-            " (?, 'grid', ?, ?)", [user_id, class_id, now_iso()]).lastrowid
+        action_id = _start_action(db, user_id, "grid", class_id)
         voting = [i for i in shown if i not in set(wrong)]
         each = round(seconds / len(voting), 3) if seconds is not None and voting else None
         for image_id in voting:
@@ -185,16 +193,7 @@ def review_auto_labels(db: Database, user_id: int, class_id: int, shown: list[in
                                             seconds=each, source="grid")
             db.execute("INSERT INTO bulk_items (action_id, image_id, annotation_id)"
                        " VALUES (?, ?, ?)", [action_id, image_id, annotation_id])
-        if wrong:
+        if wrong:  # back in the queue once withdrawn, then to its front
             auto_labels.withdraw(db, image_ids=wrong, user_id=user_id, source="grid")
-            front = db.execute("SELECT coalesce(min(priority), 0) FROM queue").fetchone()[0]
-            for offset, image_id in enumerate(wrong):
-                db.execute("INSERT INTO bulk_items (action_id, image_id) VALUES (?, ?)",
-                           [action_id, image_id])
-                db.execute("UPDATE queue SET priority = ? WHERE image_id = ?",
-                           [front - len(wrong) + offset, image_id])
-        db.execute("DELETE FROM leases WHERE user_id = ? AND image_id IN"
-                   f" ({', '.join('?' * len(shown))})", [user_id, *shown])
-        db.execute("UPDATE bulk_actions SET labeled = ?, set_aside = ?, passed = 0,"
-                   " seconds = ? WHERE id = ?", [len(voting), len(wrong), seconds, action_id])
-    return BulkResult(action_id, len(voting), len(wrong), 0)
+            set_aside_to_front(db, action_id, user_id, wrong)
+        return _finish_action(db, action_id, len(voting), len(wrong), 0, seconds)
