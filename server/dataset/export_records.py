@@ -101,7 +101,9 @@ def labels_md(rows: list[dict]) -> str:
     spot checks measured (with its 90 % interval and the images checked) beside their mean
     calibrated confidence; in all, the model's accuracy as the classes' measured accuracies
     weighted by their model labels."""
-    classes = sorted({r["label"] for r in rows})
+    by_class: dict[str, list[dict]] = {}
+    for row in rows:  # one pass: an export may hold a million rows
+        by_class.setdefault(row["label"], []).append(row)
     lines = ["# Where these labels came from", "",
              f"{len(rows)} images: {sum(r.get('source', 'human') == 'human' for r in rows)}"
              " labeled by people (consensus, adjudicated or imported),"
@@ -114,8 +116,8 @@ def labels_md(rows: list[dict]) -> str:
     lines += ["| class | people | model | model measured (spot check) | model's mean confidence |",
               "| --- | --- | --- | --- | --- |"]
     weighted, measured_labels = 0.0, 0
-    for name in classes:
-        mine = [r for r in rows if r["label"] == name]
+    for name in sorted(by_class):
+        mine = by_class[name]
         auto = [r for r in mine if r.get("source") == "model"]
         measured = "-"
         if auto and auto[0].get("spot_check") is not None:

@@ -54,13 +54,18 @@ def record_held_out(db: Database, round_id: int, image_ids, given, predicted,
         pause_for_writers()
 
 
+def _two_ids_and_a_value(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of (id, id, float) as three columns; empty ones for no rows."""
+    table = np.array(rows, dtype=np.float64).reshape(-1, 3)
+    return table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2]
+
+
 def held_out(db: Database, round_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(given class ids, predicted class ids, calibrated confidences) of a round's
     held-out predictions; empty arrays when it left none."""
     rows = db.execute("SELECT given_id, class_id, confidence FROM held_out WHERE round_id = ?"
                       " ORDER BY image_id", [round_id]).fetchall()
-    table = np.array(rows, dtype=np.float64).reshape(-1, 3)
-    return table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2]
+    return _two_ids_and_a_value(rows)
 
 
 # --- what the model may label -------------------------------------------------------------
@@ -75,8 +80,7 @@ def eligible(db: Database, round_id: int) -> tuple[np.ndarray, np.ndarray, np.nd
         " JOIN images i ON i.id = p.image_id JOIN image_state s ON s.image_id = i.id"
         f" WHERE p.round_id = ? AND p.held_out_class_id IS NOT NULL AND {_ELIGIBLE}"
         " ORDER BY p.image_id", [round_id, time.time(), round_id]).fetchall()
-    table = np.array(rows, dtype=np.float64).reshape(-1, 3)
-    return table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2]
+    return _two_ids_and_a_value(rows)
 
 
 def answers_after(db: Database, round_row: dict) -> int:

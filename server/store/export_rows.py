@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from .consensus import FINAL_SQL
+from .consensus import FINAL, FINAL_SQL
 from .labels import EFFECTIVE
 
 
@@ -32,7 +32,8 @@ def labeled_images(db: Database, model: bool = False) -> list[dict]:
     it was imported with (`kept_split`, None when it came with none); `source` 'human'.
     With `model`, the images labeled by the model alone too (status 'auto'): `source`
     'model', with the auto-label's calibrated `confidence`."""
-    statuses = FINAL_SQL[:-1] + ", 'auto')" if model else FINAL_SQL
+    statuses = FINAL_SQL if not model else "(" + ", ".join(
+        f"'{status}'" for status in (*FINAL, "auto")) + ")"
     return _with_voters(db, list(
         db.query(
             "SELECT i.id, i.path, i.rel_path, i.sha256, i.split AS kept_split, c.name AS label,"
