@@ -181,7 +181,8 @@ def withdraw(db: Database, class_ids: list[int] | None = None, run_id: int | Non
             " SELECT image_id, ?, 'retract', ?, ?, annotation_id FROM temp.auto_gone"
             " ORDER BY annotation_id", [user_id, source, created])
         # The model's label was the image's only answer: it needs votes again (what
-        # refresh_state decides with no answers), back in the queue at its latest rank.
+        # refresh_state decides with no answers), back in the queue at its latest rank
+        # (rounds.queue_priority, for all of them in one statement).
         back = ("SELECT s.image_id FROM image_state s WHERE s.status = 'auto'"
                 " AND s.image_id IN (SELECT image_id FROM temp.auto_gone)")
         db.execute(
