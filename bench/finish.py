@@ -129,15 +129,24 @@ def one_seed(base: Project, truth: dict[str, str], seed: int, work: Path, args) 
             store.add_handed_vote(db, user, image_id, "label", true_class[image_id])
         humans += len(handed)
         round_now()
+        finishing = False
+        if args.finish:
+            try:  # the admin tries to finish first, then labels what the model is sure of
+                made = preview(db, args.finish, finish=True)
+                finishing = made.plan.count > 0
+            except AutoLabelError:
+                pass
         try:
-            made = preview(db, args.target)
+            made = made if finishing else preview(db, args.target)
         except AutoLabelError as exc:
             print(f"  seed {seed}, {humans} labels: no auto-labels: {exc}")
             continue
         left = len(true_class) - len(final_labels(db))
-        if made.plan.count < max(args.min_run, args.min_share * left):
+        if not finishing and made.plan.count < max(args.min_run, args.min_share * left):
             continue  # the admin waits for a run worth its spot check
-        run_id = job_rows.queue(db, "auto_label_runs", None, target=args.target,
+        run_id = job_rows.queue(db, "auto_label_runs", None,
+                                target=args.finish if finishing else args.target,
+                                finish=int(finishing),
                                 margin=None if args.no_spot_check else args.margin)[0]
         done = run_autolabel(project, run_id)  # as `activelabel autolabel` runs it
         chosen = list(db.execute(
@@ -147,6 +156,7 @@ def one_seed(base: Project, truth: dict[str, str], seed: int, work: Path, args) 
         held = [c for c in made.plan.classes if c.threshold is not None]
         held_right = sum(c.held_out_precision * c.held_out_count for c in held)
         runs.append({"humans": humans, "labeled": done["labeled"], "right": right,
+                     "finish": finishing,
                      "run_id": run_id, "spot": done["spot_checked"],
                      "expected": made.plan.expected,
                      "held_out": held_right / max(sum(c.held_out_count for c in held), 1)})
@@ -166,6 +176,7 @@ def one_seed(base: Project, truth: dict[str, str], seed: int, work: Path, args) 
     right = sum(true_class[i] == c for i, c in final.items())
     db.conn.close()
     return {"seed": seed, "pool": pool, "humans": humans, "auto": auto, "overall": overall,
+            "dataset": found["dataset"] if found else None,
             "realised": realised, "spot": sum(r["spot"] for r in runs), "ready": ready,
             "left": pool - len(final), "right_share": right / pool,
             "auto_right": sum(r["right"] for r in runs), "runs": runs,
@@ -184,6 +195,9 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.02,
                         help="the spot checks' margin (90 %% interval half-width)")
     parser.add_argument("--no-spot-check", action="store_true")
+    parser.add_argument("--finish", type=float, default=None,
+                        help="before each run, try to finish the dataset at this share of"
+                             " all its labels right (`activelabel autolabel --finish`)")
     parser.add_argument("--train-on-auto-labels", action="store_true",
                         help="rounds train on the auto-labels too (model.train_on_auto_labels)")
     parser.add_argument("--min-run", type=int, default=100,
@@ -211,7 +225,8 @@ def main() -> None:
                   f" {expected if expected is not None else float('nan'):>9.1%}"
                   f" {held if held is not None else float('nan'):>9.1%} {r['seconds']:>8.0f}")
             for x in r["runs"]:
-                print(f"       after {x['humans']:>5} human labels: {x['labeled']:>5} labeled,"
+                print(f"       after {x['humans']:>5} human labels: {x['labeled']:>5} labeled"
+                      f"{' (finishing)' if x['finish'] else ''},"
                       f" {x['right'] / x['labeled']:.1%} right, expected {x['expected']:.1%},"
                       f" held-out {x['held_out']:.1%}, spot check {x['spot']}")
             step = max(1, len(r["ready"]) // 8)
@@ -222,6 +237,10 @@ def main() -> None:
                 print(f"       all auto-labels: {r['realised']:.1%} right; spot checks"
                       f" ({o['checked']} answered) measure {o['accuracy']:.1%}"
                       f" ({o['low']:.1%}-{o['high']:.1%}), calibration {o['expected']:.1%}")
+            d = r["dataset"]
+            if d:
+                print(f"       the dataset: {r['right_share']:.1%} right; the spot checks measure"
+                      f" {d['accuracy']:.1%} ({d['low']:.1%}-{d['high']:.1%})")
         print(f"mean human share {np.mean([r['humans'] / r['pool'] for r in results]):.1%},"
               f" all labels right {np.mean([r['right_share'] for r in results]):.1%}")
         measured = [r for r in results if r["overall"] and r["overall"]["checked"]]

@@ -16,6 +16,13 @@ above a confidence t show how often "c, at least t" is right; a threshold is acc
 The lowest accepted threshold labels the most images. A class with fewer than MIN_LABELS
 held-out labels, or none of whose thresholds is accepted, gets no auto-labels and a reason.
 
+Finishing the dataset (`finish`) asks instead for the share of the whole dataset's labels
+that is right: the model labels every pool image it can be measured on, at once, when the
+expected wrong ones among them and among the auto-labels standing fit in the dataset's
+allowance ((1 - target) x its images; people's consensus labels counted right). All or
+nothing, because the allowance is best spent last: a run that spent it on the weak model
+of the first rounds (bench/finish.py, digits) left the rest to people all the same.
+
 Knows numpy only; the store gives it arrays.
 """
 
@@ -67,12 +74,36 @@ class ClassPlan:
 
 
 @dataclass
+class Finish:
+    """What finishing the dataset at `target` (the share of all its labels right) expects."""
+
+    target: float
+    images: int  # in the dataset
+    errors_before: float  # expected wrong among the auto-labels standing (1 - confidence)
+    errors_new: float  # ... among those the plan labels
+
+    @property
+    def allowed(self) -> float:
+        return (1.0 - self.target) * self.images
+
+    @property
+    def fits(self) -> bool:
+        return self.errors_before + self.errors_new <= self.allowed
+
+    @property
+    def expected(self) -> float:
+        """The share of the dataset's labels expected right once people label the rest."""
+        return 1.0 - (self.errors_before + self.errors_new) / max(self.images, 1)
+
+
+@dataclass
 class Plan:
     target: float
     classes: list[ClassPlan]
     image_ids: np.ndarray = field(repr=False)  # the pool images to label ...
     class_ids: np.ndarray = field(repr=False)  # ... with these classes
     confidence: np.ndarray = field(repr=False)  # ... and calibrated confidences
+    finish: Finish | None = None  # set when the plan finishes the dataset
 
     @property
     def count(self) -> int:
@@ -93,10 +124,25 @@ def check_target(target: float) -> float:
 
 def plan(target: float, held_out: HeldOut, pool: Pool, class_ids) -> Plan:
     """Thresholds for each class of `class_ids`, and the pool images they label."""
-    target = check_target(target)
+    return _plan(check_target(target), held_out, pool, class_ids, _plan_class)
+
+
+def finish(target: float, held_out: HeldOut, pool: Pool, class_ids, images: int,
+           errors_before: float) -> Plan:
+    """Every pool image predicted as one of `class_ids` that can be measured (MIN_LABELS
+    held-out labels, MIN_ABOVE held-out predictions), for a dataset of `images` whose
+    standing auto-labels are expected to hold `errors_before` wrong; plan.finish says
+    whether that fits `target`."""
+    made = _plan(check_target(target), held_out, pool, class_ids, _finish_class)
+    made.finish = Finish(made.target, int(images), float(errors_before),
+                         float(np.sum(1.0 - made.confidence)))
+    return made
+
+
+def _plan(target: float, held_out: HeldOut, pool: Pool, class_ids, plan_class) -> Plan:
     plans, chosen = [], []
     for class_id in class_ids:
-        one = _plan_class(int(class_id), target, held_out, pool)
+        one = plan_class(int(class_id), target, held_out, pool)
         plans.append(one)
         if one.threshold is not None:
             chosen.append(np.flatnonzero((pool.predicted == class_id)
@@ -106,20 +152,42 @@ def plan(target: float, held_out: HeldOut, pool: Pool, class_ids) -> Plan:
                 pool.confidence[picked])
 
 
-def _plan_class(class_id: int, target: float, held_out: HeldOut, pool: Pool) -> ClassPlan:
+def _measurable(class_id: int, held_out: HeldOut):
+    """(the class's plan so far, its held-out predictions' confidences, most confident
+    first, and whether each was right); the plan carries a reason when it cannot be
+    measured."""
     labels = int(np.sum(held_out.given == class_id))
     result = ClassPlan(class_id, labels)
-    if labels < MIN_LABELS:
-        result.reason = (f"{labels} held-out consensus label{'s' * (labels != 1)}; needs"
-                         f" {MIN_LABELS} to measure its precision")
-        return result
     mine = held_out.predicted == class_id
     order = np.argsort(-held_out.confidence[mine], kind="stable")
     confidence = held_out.confidence[mine][order]
     right = (held_out.given[mine] == class_id)[order]
-    if len(confidence) < MIN_ABOVE:
+    if labels < MIN_LABELS:
+        result.reason = (f"{labels} held-out consensus label{'s' * (labels != 1)}; needs"
+                         f" {MIN_LABELS} to measure its precision")
+    elif len(confidence) < MIN_ABOVE:
         result.reason = (f"the model predicted it for {len(confidence)} held-out images;"
                          f" needs {MIN_ABOVE}")
+    return result, confidence, right
+
+
+def _finish_class(class_id: int, target: float, held_out: HeldOut, pool: Pool) -> ClassPlan:
+    result, confidence, right = _measurable(class_id, held_out)
+    in_pool = pool.confidence[pool.predicted == class_id]
+    if result.reason or not len(in_pool):
+        result.reason = result.reason or "no unanswered pool image is predicted this class"
+        return result
+    result.threshold = float(in_pool.min())
+    result.count = len(in_pool)
+    result.expected = float(in_pool.mean())
+    result.held_out_precision = float(right.mean())
+    result.held_out_count = len(right)
+    return result
+
+
+def _plan_class(class_id: int, target: float, held_out: HeldOut, pool: Pool) -> ClassPlan:
+    result, confidence, right = _measurable(class_id, held_out)
+    if result.reason:
         return result
     counts = np.arange(1, len(confidence) + 1)
     precision = np.cumsum(right) / counts

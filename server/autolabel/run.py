@@ -14,7 +14,10 @@ from .. import store
 from ..store import auto_labels
 from ..store.rounds import serving_round
 from .plan import HeldOut, Plan, PlanError, Pool, check_target, plan
+from .plan import finish as finish_plan
 from .spot_check import MARGIN, draw, measure, run_sample_size
+
+MAX_MARGIN = 0.25  # of a finishing run's auto-labels, however few of the dataset they are
 
 
 class AutoLabelError(ValueError):
@@ -29,13 +32,20 @@ class Preview:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        finish = self.plan.finish
         return {"round_id": self.round["id"], "target": self.plan.target,
                 "count": self.plan.count, "expected": self.plan.expected,
-                "classes": [asdict(c) for c in self.plan.classes], "notes": self.notes}
+                "classes": [asdict(c) for c in self.plan.classes], "notes": self.notes,
+                "finish": asdict(finish) | {"allowed": finish.allowed,
+                                            "dataset_expected": finish.expected}
+                if finish else None}
 
 
-def preview(db, target: float, class_names: list[str] | None = None) -> Preview:
-    """What auto-labeling at `target` would do now; writes nothing."""
+def preview(db, target: float, class_names: list[str] | None = None,
+            finish: bool = False) -> Preview:
+    """What auto-labeling at `target` would do now; writes nothing. With `finish`,
+    `target` is the share of the whole dataset's labels right, and the model labels every
+    pool image it can be measured on, or nothing (AutoLabelError says how far it is)."""
     try:
         target = check_target(target)
     except PlanError as exc:
@@ -68,13 +78,30 @@ def preview(db, target: float, class_names: list[str] | None = None) -> Preview:
         raise AutoLabelError(f"class {', '.join(map(repr, empty))} has no consensus labels"
                              " in the round: the model cannot be measured on it")
     ids, pool_predicted, pool_confidence = auto_labels.eligible(db, rid)
-    made = plan(target, HeldOut(given, predicted, confidence),
-                Pool(ids, pool_predicted, pool_confidence), chosen)
+    held_out, pool = HeldOut(given, predicted, confidence), Pool(ids, pool_predicted,
+                                                                  pool_confidence)
+    if finish:
+        made = finish_plan(target, held_out, pool, chosen, store.image_count(db),
+                           auto_labels.expected_errors(db))
+        _check_finish(made.finish)
+    else:
+        made = plan(target, held_out, pool, chosen)
     notes = []
     if round_row.get("mode") == "finetune":
         notes.append("the thresholds come from the head's held-out predictions; the labels"
                      " from the fine-tuned network's")
     return Preview(round_row, made, classes, notes)
+
+
+def _check_finish(finish) -> None:
+    if finish.fits:
+        return
+    raise AutoLabelError(
+        f"finishing now would leave about {finish.errors_before + finish.errors_new:.0f} of"
+        f" the {finish.images} labels wrong ({finish.expected:.1%} right, counting people's"
+        f" labels right), below the {finish.target:.1%} asked, which allows"
+        f" {finish.allowed:.0f}: label more of the queue and retrain, then try again (or"
+        " auto-label at a target precision, which labels only what the model is sure of)")
 
 
 def class_ids_named(classes: dict[int, str], names: list[str]) -> list[int]:
@@ -108,6 +135,13 @@ def apply(db, made: Preview, run_id: int, margin: float | None = MARGIN,
         # Sized at the target (or the expected precision when lower): an optimistic
         # calibration would otherwise buy a sample too small to show it wrong.
         at = min(made.plan.target, made.plan.expected or made.plan.target)
+        finish = made.plan.finish
+        if finish:
+            # The margin is the dataset's: the auto-labels are a part of it, measured to
+            # margin x (the dataset / the auto-labels standing), and sized at what the
+            # calibration expects of them (the target is the dataset's).
+            at = made.plan.expected or at
+            margin = min(MAX_MARGIN, margin * finish.images / max(before + written, 1))
         size = run_sample_size(written, before, at, margin)
         drawn = draw(auto_labels.run_image_ids(db, run_id), size, seed=seed * 1_000_003 + run_id)
         sent = auto_labels.start_spot_check(db, run_id, drawn)
@@ -120,7 +154,28 @@ def report(db) -> dict | None:
     run = auto_labels.latest_run(db)
     if run is None:
         return None
+    # A finishing run's target is the dataset's, not each auto-label's: its auto-labels
+    # may be less right than it as long as the dataset is (`dataset` says).
     measured = measure(auto_labels.spot_check_rows(db), auto_labels.populations(db),
-                       run["target"])
+                       0.0 if run["finish"] else run["target"])
     return {"run": run, "measured": [m.as_dict for m in measured],
-            "standing": auto_labels.auto_label_counts(db)}
+            "standing": auto_labels.auto_label_counts(db),
+            "dataset": dataset_estimate(measured[-1], store.image_count(db),
+                                        run["target"] if run["finish"] else None)}
+
+
+def dataset_estimate(overall, images: int, target: float | None) -> dict | None:
+    """The share of the whole dataset's labels right, from what the spot checks measured of
+    the auto-labels standing (`overall`), people's labels counted right: the auto-labels'
+    accuracy and interval, scaled by their share of the dataset."""
+    if overall.accuracy is None or not images:
+        return None
+    share = overall.labeled / images
+
+    def scaled(value: float) -> float:
+        return 1.0 - share * (1.0 - value)
+
+    high = scaled(overall.high)
+    return {"images": images, "auto": overall.labeled, "accuracy": scaled(overall.accuracy),
+            "low": scaled(overall.low), "high": high, "target": target,
+            "below_target": target is not None and high < target}

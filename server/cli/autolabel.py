@@ -13,6 +13,10 @@ from ..config import Project
 @click.argument("project", type=click.Path(file_okay=False))
 @click.option("--precision", default=0.98, show_default=True, type=float,
               help="Target precision of what the model labels, between 0.5 and 1 (e.g. 0.98).")
+@click.option("--finish", default=None, type=float,
+              help="Finish the dataset instead: label every image the model can be measured"
+                   " on, if this share of all the dataset's labels is then expected right"
+                   " (people's labels counted right), e.g. 0.97; else say how far it is.")
 @click.option("--classes", default=None,
               help="Comma-separated class names to auto-label; default: every class.")
 @click.option("--dry-run", is_flag=True,
@@ -26,8 +30,9 @@ from ..config import Project
               help="Send no sample of the new auto-labels to people.")
 @click.option("--report", is_flag=True,
               help="Print what the latest run's spot check has measured, and write nothing.")
-def autolabel(project: str, precision: float, classes: str | None, dry_run: bool,
-              withdraw: bool, margin: float, no_spot_check: bool, report: bool) -> None:
+def autolabel(project: str, precision: float, finish: float | None, classes: str | None,
+              dry_run: bool, withdraw: bool, margin: float, no_spot_check: bool,
+              report: bool) -> None:
     """Label the pool images the latest round is sure of, so that what it labels is right
     at the target precision: one threshold per class, chosen on the round's held-out
     predictions of the consensus labels. The labels are answers from source 'model': they
@@ -54,8 +59,9 @@ def autolabel(project: str, precision: float, classes: str | None, dry_run: bool
         if report:
             _print_report(db, project)
             return
+        target = precision if finish is None else finish
         try:
-            made = preview(db, precision, names)
+            made = preview(db, target, names, finish=finish is not None)
         except AutoLabelError as exc:
             raise click.ClickException(str(exc)) from None
         _print_preview(made)
@@ -66,7 +72,7 @@ def autolabel(project: str, precision: float, classes: str | None, dry_run: bool
             click.echo("Nothing to label at this target: nothing written.")
             return
         run_id, created = job_rows.queue(
-            db, AUTOLABEL.table, None, target=precision,
+            db, AUTOLABEL.table, None, target=target, finish=int(finish is not None),
             classes=json.dumps(names) if names else None,
             margin=None if no_spot_check else margin)
         if not created:
@@ -96,9 +102,10 @@ def _percent(value: float | None) -> str:
 
 
 def _print_preview(made) -> None:
-    round_row, target = made.round, made.plan.target
-    click.echo(f"Round {round_row['id']} ({round_row['labels_used']} labels): auto-labels at a"
-               f" target precision of {target:.1%}")
+    round_row, target, finish = made.round, made.plan.target, made.plan.finish
+    click.echo(f"Round {round_row['id']} ({round_row['labels_used']} labels): " + (
+        f"finishing the dataset at {target:.1%} of its labels right" if finish else
+        f"auto-labels at a target precision of {target:.1%}"))
     click.echo(f"{'class':<12} {'labels':>6} {'threshold':>9} {'to label':>8} {'expected':>8}"
                f" {'held-out':>15}")
     for one in made.plan.classes:
@@ -114,6 +121,12 @@ def _print_preview(made) -> None:
                " labeled); 'held-out': how often the round's held-out predictions above the"
                " threshold were right. Both are measured on the labeled images: where the"
                " unlabeled ones differ from them, the real precision can be lower.")
+    if finish:
+        click.echo(f"The dataset: {finish.images} images; about {finish.errors_before:.0f}"
+                   f" wrong expected among the auto-labels standing and"
+                   f" {finish.errors_new:.0f} among these, {finish.allowed:.0f} allowed:"
+                   f" {finish.expected:.1%} of its labels expected right (people's counted"
+                   " right).")
     for note in made.notes:
         click.echo(f"Note: {note}")
 
@@ -152,6 +165,13 @@ def _print_report(db, project: str) -> None:
         flag = "  below the target" if row["below_target"] else ""
         click.echo(f"{name:<12} {checked:>12} {row['right']:>6} {_percent(row['accuracy']):>9}"
                    f" {span:>15} {_percent(row['expected']):>9}{flag}")
+    dataset = found["dataset"]
+    if dataset:
+        click.echo(f"The dataset ({dataset['images']} images, {dataset['auto']} labeled by the"
+                   f" model): {dataset['accuracy']:.1%} of its labels right"
+                   f" ({dataset['low']:.1%}-{dataset['high']:.1%}), people's labels counted"
+                   " right" + (f"; asked {dataset['target']:.1%}" if dataset["target"] else "")
+                   + ("  below the target" if dataset["below_target"] else ""))
     low = [names.get(r["class_id"], "?") for r in found["measured"]
            if r["below_target"] and r["class_id"] is not None]
     if low:

@@ -24,8 +24,10 @@ def _label(db, project: Project, run_id: int, progress: Progress) -> dict:
 
     row = job_rows.get(db, AUTOLABEL.table, run_id)
     classes = json.loads(row["classes"]) if row["classes"] else None
-    progress.stage("plan")(0.0, f"planning at a target precision of {row['target']:.1%}")
-    made = preview(db, row["target"], classes)
+    finish = bool(row["finish"])
+    progress.stage("plan")(0.0, f"planning to finish the dataset at {row['target']:.1%} right"
+                           if finish else f"planning at a target precision of {row['target']:.1%}")
+    made = preview(db, row["target"], classes, finish=finish)
     progress.stage("label")(0.0, f"labeling {made.plan.count} images")
     done = apply(db, made, run_id, margin=row["margin"], seed=project.config.seed)
     message = (f"{done.written} images labeled by the model from round {made.round['id']};"

@@ -268,6 +268,14 @@ def populations(db: Database) -> list[dict]:
         f" WHERE {EFFECTIVE} GROUP BY x.run_id, a.class_id ORDER BY x.run_id, a.class_id"))
 
 
+def expected_errors(db: Database) -> float:
+    """How many of the auto-labels standing the calibration expects wrong: the sum of one
+    less their confidence (what finishing the dataset counts against its allowance)."""
+    return float(db.execute(
+        "SELECT coalesce(sum(1.0 - x.confidence), 0) FROM auto_answers x JOIN annotations a"
+        f" ON a.id = x.annotation_id WHERE {EFFECTIVE}").fetchone()[0])
+
+
 # --- what there is --------------------------------------------------------------------------
 
 

@@ -66,3 +66,10 @@ def m010_auto_labels(db: Database) -> None:
             f"CREATE TRIGGER auto_answers_no_{action.lower()} BEFORE {action} ON auto_answers"
             " BEGIN SELECT RAISE(ABORT, 'auto answers are append-only'); END"
         )
+
+
+@migrations()
+def m011_finishing_runs(db: Database) -> None:
+    # An auto-label run that finishes the dataset: its target is the share of the whole
+    # dataset's labels right, and it labels every pool image it can measure, or nothing.
+    db["auto_label_runs"].add_column("finish", int, not_null_default=0)

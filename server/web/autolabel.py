@@ -1,5 +1,6 @@
-"""The auto-label page (admin): preview what the model would label at a target precision
-(per class: threshold, images, the calibration and held-out estimates), start the
+"""The auto-label page (admin): preview what the model would label at a target precision,
+or to finish the dataset at a share of all its labels right (per class: threshold, images,
+the calibration and held-out estimates), start the
 auto-label run (a job; the page polls it), see what the spot checks have measured of every
 auto-label standing, and withdraw a class's auto-labels in one step."""
 
@@ -56,6 +57,15 @@ def _margin(raw: str | None) -> float | None:
     return points / 100
 
 
+def _finish(values) -> bool:
+    """Whether the form asks to finish the dataset (mode=finish) rather than to label what
+    the model is sure of (mode=sure, the default); 400 for anything else."""
+    mode = values.get("mode", "sure")
+    if mode not in ("sure", "finish"):
+        abort(400, f"Mode {mode[:20]!r} is neither 'sure' nor 'finish'. Nothing was written.")
+    return mode == "finish"
+
+
 def _classes(db) -> list[str] | None:
     """The classes ticked (none ticked: every class); 400 naming an unknown one."""
     names = [n for n in request.values.getlist("classes") if n.strip()]
@@ -71,16 +81,17 @@ def _classes(db) -> list[str] | None:
 def index():
     db = get_db()
     previewed, problem = None, None
-    target = DEFAULT_TARGET
+    target, finish = DEFAULT_TARGET, _finish(request.args)
     if "target" in request.args:  # the Preview button
         target = _target(request.args.get("target"))
         try:
-            previewed = preview(db, target, _classes(db))
+            previewed = preview(db, target, _classes(db), finish=finish)
         except AutoLabelError as exc:
             problem = str(exc)
     names = {c["id"]: c["name"] for c in store.classes(db)}
     return render_template(
         "autolabel.html", preview=previewed, problem=problem, target=target, names=names,
+        finish=finish,
         chosen=set(request.args.getlist("classes")), margin=request.args.get("margin", "2"),
         found=report(db), **_status_context())
 
@@ -99,7 +110,8 @@ def run():
     db = get_db()
     target, names = _target(request.form.get("target")), _classes(db)
     enqueue(get_project(), get_tasks(), runner.AUTOLABEL.name, current_user.id,
-            target=target, classes=json.dumps(names) if names else None,
+            target=target, finish=int(_finish(request.form)),
+            classes=json.dumps(names) if names else None,
             margin=_margin(request.form.get("margin")))
     if htmx.is_htmx():
         return render_template("_autolabel_status.html", **_status_context())
