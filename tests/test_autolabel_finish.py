@@ -74,7 +74,10 @@ def test_finishing_labels_every_measured_image_and_measures_the_dataset(data, ru
     result = runner.invoke(main, ["autolabel", root, "--report"])
     assert result.exit_code == 0, result.output
     line = next(x for x in result.output.splitlines() if x.startswith("The dataset ("))
-    share = labeled / images
+    # The answered spot checks are people's labels now: the model's alone are the rest.
+    assert store.status_counts(data.db)["auto"] == labeled - len(sampled)
+    assert f"{images} images, {labeled - len(sampled)} labeled by the model alone" in line
+    share = (labeled - len(sampled)) / images
     assert f"{1 - share * (1 - right / len(sampled)):.1%} of its labels right" in line, line
     assert f"asked {target:.1%}" in line
     # Per class, a finishing run's auto-labels are not held to the dataset's target.
@@ -118,10 +121,16 @@ def test_finish_is_all_or_nothing_against_the_allowance():
     assert made.finish.expected == pytest.approx(1 - 25 / 1000)
     tight = finish(0.98, held_out, pool, [1, 2], images=1000, errors_before=15.0)
     assert not tight.finish.fits  # 25 expected wrong, 20 allowed
-    # A class the round cannot measure is left to people, with the reason.
+    # A class the round cannot measure holds the finish back: it would label only part of
+    # the dataset and spend the allowance there. One nobody's pool image is predicted as
+    # does not.
     few = finish(0.97, HeldOut(given[:25], given[:25], held_out.confidence[:25]), pool,
                  [1, 2], images=1000, errors_before=0.0)
-    assert few.count == 50 and "needs" in next(c.reason for c in few.classes if c.class_id == 2)
+    assert "needs" in next(c.reason for c in few.classes if c.class_id == 2)
+    assert few.finish.unmeasured == [2] and not few.finish.fits
+    ones = Pool(np.arange(50), np.ones(50, np.int64), np.full(50, 0.99))
+    assert finish(0.97, HeldOut(given[:25], given[:25], held_out.confidence[:25]), ones,
+                  [1, 2], images=1000, errors_before=0.0).finish.fits
 
 
 def test_classes_are_named_in_the_finish_preview(data, runner):  # noqa: F811

@@ -19,6 +19,7 @@ from test_autolabel import trained  # noqa: F401 (the module's trained project, 
 from test_browser import class_keys, press, wait_image_loaded
 from test_rounds import Data
 
+from server import store
 from server.config import Project
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -97,3 +98,47 @@ def test_preview_run_spot_check_and_the_measured_accuracy(trained, tmp_path, dig
     assert model == standing and people == 150 + len(sampled)
     assert f"{people} labeled by people" in summary and f"{model} by the model" in summary
     (screenshot.__globals__["OUTPUT"] / "autolabel-LABELS.md").write_text(summary)
+
+
+def test_finishing_the_dataset_from_the_page(trained, tmp_path, digits):  # noqa: F811
+    """The page's other mode: finish the dataset at a share of all its labels right; the
+    preview says what the dataset is then expected to be, the run labels every image the
+    round can measure, and once the spot check is answered the page gives the dataset's
+    measured share right. Screenshots: autolabel-finish-preview.png, -measured.png."""
+    from test_autolabel_finish import reachable
+
+    shutil.copytree(trained, tmp_path / "copy", symlinks=True)
+    project = Project.open(tmp_path / "copy" / "project")
+    data = Data(project, digits)
+    target = reachable(data.db)
+    with serving(project.root, tmp_path / "server.log") as base, chromium() as browser:
+        admin = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+        admin.set_default_timeout(TIMEOUT_MS)
+        log_in(admin, base, "admin", "/admin/autolabel/")
+        admin.check("input[name=mode][value=finish]")
+        admin.fill("input[name=target]", f"{target:g}")
+        with admin.expect_navigation():
+            admin.click("#plan button[type=submit]")
+        expected = admin.inner_text("#finish-summary")
+        assert "of its labels expected right" in expected, expected
+        summary = admin.inner_text("#plan > p")
+        planned = int(summary.split("would be labeled")[0].split(":")[-1].split()[0])
+        assert planned > 0 and "finishing the dataset at" in summary, summary
+        screenshot(admin, "autolabel-finish-preview")
+        with admin.expect_navigation():
+            admin.click(f"text=Auto-label {planned} images")
+        admin.wait_for_function(
+            "() => document.querySelector('#autolabel-status').innerText.includes("
+            "'images labeled by the model')", timeout=120_000)
+        # The annotators answer the spot check (the labeling screen's part is tested above).
+        sampled = [r[0] for r in data.db.execute("SELECT image_id FROM spot_checks")]
+        for image_id in store.next_images(data.db, data.user("ann"), n=len(sampled)):
+            store.add_handed_vote(data.db, data.user("ann"), image_id, "label",
+                                  data.classes[data.truth[image_id]])
+        admin.reload()
+        shown = admin.inner_text("#dataset-estimate")
+        images = store.image_count(data.db)
+        alone = planned - len(sampled)  # the answered spot checks are people's labels now
+        assert f"{images} images, {alone} labeled by the model alone" in shown, shown
+        assert f"asked {100 * target:.1f}%" in shown
+        screenshot(admin, "autolabel-finish-measured")

@@ -83,7 +83,7 @@ def preview(db, target: float, class_names: list[str] | None = None,
     if finish:
         made = finish_plan(target, held_out, pool, chosen, store.image_count(db),
                            auto_labels.expected_errors(db))
-        _check_finish(made.finish)
+        _check_finish(made.finish, made.classes, classes)
     else:
         made = plan(target, held_out, pool, chosen)
     notes = []
@@ -93,9 +93,16 @@ def preview(db, target: float, class_names: list[str] | None = None,
     return Preview(round_row, made, classes, notes)
 
 
-def _check_finish(finish) -> None:
+def _check_finish(finish, planned, names: dict[int, str]) -> None:
     if finish.fits:
         return
+    if finish.unmeasured:
+        why = "; ".join(f"{names.get(c.class_id, c.class_id)}: {c.reason}" for c in planned
+                        if c.class_id in finish.unmeasured)
+        which = "that class" if len(finish.unmeasured) == 1 else "those classes"
+        raise AutoLabelError(
+            f"finishing labels every image, and the round cannot measure every class it"
+            f" predicts ({why}): label more images of {which} and retrain, then try again")
     raise AutoLabelError(
         f"finishing now would leave about {finish.errors_before + finish.errors_new:.0f} of"
         f" the {finish.images} labels wrong ({finish.expected:.1%} right, counting people's"
@@ -158,24 +165,27 @@ def report(db) -> dict | None:
     # may be less right than it as long as the dataset is (`dataset` says).
     measured = measure(auto_labels.spot_check_rows(db), auto_labels.populations(db),
                        0.0 if run["finish"] else run["target"])
-    return {"run": run, "measured": [m.as_dict for m in measured],
-            "standing": auto_labels.auto_label_counts(db),
-            "dataset": dataset_estimate(measured[-1], store.image_count(db),
+    standing = auto_labels.auto_label_counts(db)
+    return {"run": run, "measured": [m.as_dict for m in measured], "standing": standing,
+            "dataset": dataset_estimate(measured[-1], sum(standing.values()),
+                                        store.image_count(db),
                                         run["target"] if run["finish"] else None)}
 
 
-def dataset_estimate(overall, images: int, target: float | None) -> dict | None:
-    """The share of the whole dataset's labels right, from what the spot checks measured of
-    the auto-labels standing (`overall`), people's labels counted right: the auto-labels'
-    accuracy and interval, scaled by their share of the dataset."""
+def dataset_estimate(overall, model_only: int, images: int,
+                     target: float | None) -> dict | None:
+    """The share of the whole dataset's labels right, people's labels counted right: the
+    `model_only` images (labeled by the model, no person's answer since) right as often as
+    the spot checks measured of the auto-labels (`overall`, its interval too), scaled by
+    their share of the dataset. (A spot-checked image's label is the person's now.)"""
     if overall.accuracy is None or not images:
         return None
-    share = overall.labeled / images
+    share = model_only / images
 
     def scaled(value: float) -> float:
         return 1.0 - share * (1.0 - value)
 
     high = scaled(overall.high)
-    return {"images": images, "auto": overall.labeled, "accuracy": scaled(overall.accuracy),
+    return {"images": images, "auto": model_only, "accuracy": scaled(overall.accuracy),
             "low": scaled(overall.low), "high": high, "target": target,
             "below_target": target is not None and high < target}

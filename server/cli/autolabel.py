@@ -168,7 +168,7 @@ def _print_report(db, project: str) -> None:
     dataset = found["dataset"]
     if dataset:
         click.echo(f"The dataset ({dataset['images']} images, {dataset['auto']} labeled by the"
-                   f" model): {dataset['accuracy']:.1%} of its labels right"
+                   f" model alone): {dataset['accuracy']:.1%} of its labels right"
                    f" ({dataset['low']:.1%}-{dataset['high']:.1%}), people's labels counted"
                    " right" + (f"; asked {dataset['target']:.1%}" if dataset["target"] else "")
                    + ("  below the target" if dataset["below_target"] else ""))

@@ -269,11 +269,13 @@ def populations(db: Database) -> list[dict]:
 
 
 def expected_errors(db: Database) -> float:
-    """How many of the auto-labels standing the calibration expects wrong: the sum of one
-    less their confidence (what finishing the dataset counts against its allowance)."""
+    """How many of the images labeled by the model alone (status 'auto': a person's answer
+    has not superseded its label) the calibration expects wrong: the sum of one less their
+    confidence (what finishing the dataset counts against its allowance)."""
     return float(db.execute(
         "SELECT coalesce(sum(1.0 - x.confidence), 0) FROM auto_answers x JOIN annotations a"
-        f" ON a.id = x.annotation_id WHERE {EFFECTIVE}").fetchone()[0])
+        " ON a.id = x.annotation_id JOIN image_state s ON s.image_id = a.image_id"
+        f" AND s.status = 'auto' AND s.class_id = a.class_id WHERE {EFFECTIVE}").fetchone()[0])
 
 
 # --- what there is --------------------------------------------------------------------------
