@@ -147,6 +147,7 @@ def one_seed(base: Project, truth: dict[str, str], seed: int, work: Path, args) 
         run_id = job_rows.queue(db, "auto_label_runs", None,
                                 target=args.finish if finishing else args.target,
                                 finish=int(finishing),
+                                margin_of_dataset=int(args.margin_of == "dataset"),
                                 margin=None if args.no_spot_check else args.margin)[0]
         done = run_autolabel(project, run_id)  # as `activelabel autolabel` runs it
         chosen = list(db.execute(
@@ -195,6 +196,8 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.02,
                         help="the spot checks' margin (90 %% interval half-width)")
     parser.add_argument("--no-spot-check", action="store_true")
+    parser.add_argument("--margin-of", choices=("labels", "dataset"), default="labels",
+                        help="what --margin is of (`activelabel autolabel --margin-of`)")
     parser.add_argument("--finish", type=float, default=None,
                         help="before each run, try to finish the dataset at this share of"
                              " all its labels right (`activelabel autolabel --finish`)")

@@ -140,3 +140,35 @@ def test_classes_are_named_in_the_finish_preview(data, runner):  # noqa: F811
     assert "of its labels expected right" in result.output
     for name in CLASSES:
         assert any(line.split()[:1] == [name] for line in result.output.splitlines()), name
+
+
+def test_a_margin_of_the_dataset_draws_a_smaller_spot_check(data, runner):  # noqa: F811
+    root = str(data.project.root)
+    made = preview(data.db, 0.9)
+    result = runner.invoke(main, ["autolabel", root, "--precision", "0.9", "--margin-of",
+                                  "dataset"])
+    assert result.exit_code == 0, result.output
+    written = store.status_counts(data.db)["auto"]
+    sampled = data.db.execute("SELECT count(*) FROM spot_checks").fetchone()[0]
+    at = min(0.9, made.plan.expected)
+    # ±2 points of 500 images is ±(2 x 500 / written) points of the model's labels.
+    assert 0 < sampled < sample_size(written, at, 0.02)
+    assert sampled == sample_size(written, at, min(0.25, 0.02 * 500 / written))
+    row = job_rows.latest(data.db, "auto_label_runs", status="done")
+    assert row["margin_of_dataset"] == 1 and row["finish"] == 0
+    result = runner.invoke(main, ["autolabel", root, "--margin-of", "images"])
+    assert result.exit_code != 0 and "labels" in result.output
+
+
+def test_the_page_refuses_an_unknown_margin_scope(data):  # noqa: F811
+    from server.app import create_app
+
+    client = create_app(data.project.root, {"TESTING": True}).test_client()
+    token = login(client, "admin")
+    before = annotation_rows(data.db)
+    assert client.get("/admin/autolabel/?target=0.95&margin_of=all").status_code == 400
+    assert client.post("/admin/autolabel/run", data={
+        "target": "0.95", "margin_of": "all", "csrf_token": token}).status_code == 400
+    assert annotation_rows(data.db) == before
+    page = client.get("/admin/autolabel/?target=0.95&margin_of=dataset").get_data(as_text=True)
+    assert '<option value="dataset" selected>' in page

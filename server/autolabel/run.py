@@ -130,10 +130,11 @@ class Applied:
 
 
 def apply(db, made: Preview, run_id: int, margin: float | None = MARGIN,
-          seed: int = 0) -> Applied:
+          seed: int = 0, of_dataset: bool = False) -> Applied:
     """Append the previewed auto-labels for the running run `run_id`, then send a seeded
     random sample of them to people as the spot check, sized for `margin` over every
-    auto-label standing (None: no spot check)."""
+    auto-label standing (None: no spot check), or with `of_dataset` (always when the run
+    finishes the dataset) for `margin` over the dataset's share of labels right."""
     written = auto_labels.add_auto_labels(db, run_id, made.round["id"], made.plan.image_ids,
                                           made.plan.class_ids, made.plan.confidence)
     sent = 0
@@ -142,13 +143,13 @@ def apply(db, made: Preview, run_id: int, margin: float | None = MARGIN,
         # Sized at the target (or the expected precision when lower): an optimistic
         # calibration would otherwise buy a sample too small to show it wrong.
         at = min(made.plan.target, made.plan.expected or made.plan.target)
-        finish = made.plan.finish
-        if finish:
+        if made.plan.finish:
+            at = made.plan.expected or at  # the target is the dataset's, not the labels'
+        if made.plan.finish or of_dataset:
             # The margin is the dataset's: the auto-labels are a part of it, measured to
-            # margin x (the dataset / the auto-labels standing), and sized at what the
-            # calibration expects of them (the target is the dataset's).
-            at = made.plan.expected or at
-            margin = min(MAX_MARGIN, margin * finish.images / max(before + written, 1))
+            # margin x (the dataset / the auto-labels standing).
+            margin = min(MAX_MARGIN,
+                         margin * store.image_count(db) / max(before + written, 1))
         size = run_sample_size(written, before, at, margin)
         drawn = draw(auto_labels.run_image_ids(db, run_id), size, seed=seed * 1_000_003 + run_id)
         sent = auto_labels.start_spot_check(db, run_id, drawn)

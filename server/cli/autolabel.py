@@ -26,13 +26,17 @@ from ..config import Project
                    " go back to the queue.")
 @click.option("--margin", default=0.02, show_default=True, type=float,
               help="The spot check is sized for this half-width of its 90 % interval.")
+@click.option("--margin-of", type=click.Choice(["labels", "dataset"]), default="labels",
+              show_default=True,
+              help="What --margin is of: the auto-labels' accuracy, or the whole dataset's share"
+                   " right (a smaller sample; a finishing run always measures the dataset).")
 @click.option("--no-spot-check", is_flag=True,
               help="Send no sample of the new auto-labels to people.")
 @click.option("--report", is_flag=True,
               help="Print what the latest run's spot check has measured, and write nothing.")
 def autolabel(project: str, precision: float, finish: float | None, classes: str | None,
-              dry_run: bool, withdraw: bool, margin: float, no_spot_check: bool,
-              report: bool) -> None:
+              dry_run: bool, withdraw: bool, margin: float, margin_of: str,
+              no_spot_check: bool, report: bool) -> None:
     """Label the pool images the latest round is sure of, so that what it labels is right
     at the target precision: one threshold per class, chosen on the round's held-out
     predictions of the consensus labels. The labels are answers from source 'model': they
@@ -73,6 +77,7 @@ def autolabel(project: str, precision: float, finish: float | None, classes: str
             return
         run_id, created = job_rows.queue(
             db, AUTOLABEL.table, None, target=target, finish=int(finish is not None),
+            margin_of_dataset=int(margin_of == "dataset"),
             classes=json.dumps(names) if names else None,
             margin=None if no_spot_check else margin)
         if not created:

@@ -29,7 +29,8 @@ def _label(db, project: Project, run_id: int, progress: Progress) -> dict:
                            if finish else f"planning at a target precision of {row['target']:.1%}")
     made = preview(db, row["target"], classes, finish=finish)
     progress.stage("label")(0.0, f"labeling {made.plan.count} images")
-    done = apply(db, made, run_id, margin=row["margin"], seed=project.config.seed)
+    done = apply(db, made, run_id, margin=row["margin"], seed=project.config.seed,
+                 of_dataset=bool(row["margin_of_dataset"]))
     message = (f"{done.written} images labeled by the model from round {made.round['id']};"
                f" {done.spot_checked} sent to people as the spot check" if done.written else
                "nothing to label at this target")

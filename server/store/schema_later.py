@@ -73,3 +73,6 @@ def m011_finishing_runs(db: Database) -> None:
     # An auto-label run that finishes the dataset: its target is the share of the whole
     # dataset's labels right, and it labels every pool image it can measure, or nothing.
     db["auto_label_runs"].add_column("finish", int, not_null_default=0)
+    # Whether the spot check's margin is of the dataset's share right rather than of the
+    # auto-labels' (always for a finishing run).
+    db["auto_label_runs"].add_column("margin_of_dataset", int, not_null_default=0)

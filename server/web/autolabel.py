@@ -57,6 +57,15 @@ def _margin(raw: str | None) -> float | None:
     return points / 100
 
 
+def _margin_of(values) -> str:
+    """What the spot check's margin is of: 'labels' (the auto-labels' accuracy, the
+    default) or 'dataset' (the whole dataset's share right); 400 for anything else."""
+    of = values.get("margin_of", "labels")
+    if of not in ("labels", "dataset"):
+        abort(400, f"A margin is of 'labels' or 'dataset', not {of[:20]!r}. Nothing was written.")
+    return of
+
+
 def _finish(values) -> bool:
     """Whether the form asks to finish the dataset (mode=finish) rather than to label what
     the model is sure of (mode=sure, the default); 400 for anything else."""
@@ -93,6 +102,7 @@ def index():
         "autolabel.html", preview=previewed, problem=problem, target=target, names=names,
         finish=finish,
         chosen=set(request.args.getlist("classes")), margin=request.args.get("margin", "2"),
+        margin_of=_margin_of(request.args),
         found=report(db), **_status_context())
 
 
@@ -111,6 +121,7 @@ def run():
     target, names = _target(request.form.get("target")), _classes(db)
     enqueue(get_project(), get_tasks(), runner.AUTOLABEL.name, current_user.id,
             target=target, finish=int(_finish(request.form)),
+            margin_of_dataset=int(_margin_of(request.form) == "dataset"),
             classes=json.dumps(names) if names else None,
             margin=_margin(request.form.get("margin")))
     if htmx.is_htmx():
