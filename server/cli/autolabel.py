@@ -14,9 +14,10 @@ from ..config import Project
 @click.option("--precision", default=0.98, show_default=True, type=float,
               help="Target precision of what the model labels, between 0.5 and 1 (e.g. 0.98).")
 @click.option("--finish", default=None, type=float,
-              help="Finish the dataset instead: label every image the model can be measured"
-                   " on, if this share of all the dataset's labels is then expected right"
-                   " (people's labels counted right), e.g. 0.97; else say how far it is.")
+              help="Finish the dataset instead: label every unanswered image at once, if the"
+                   " round can measure every class it predicts and this share of all the"
+                   " dataset's labels is then expected right (people's labels counted"
+                   " right), e.g. 0.97; else say what is missing.")
 @click.option("--classes", default=None,
               help="Comma-separated class names to auto-label; default: every class.")
 @click.option("--dry-run", is_flag=True,
@@ -43,7 +44,8 @@ def autolabel(project: str, precision: float, finish: float | None, classes: str
     never outvote a person, a person's vote supersedes them, they train nothing and are
     not exported by default. A seeded random sample of them (the spot check) goes to the
     front of the annotators' queue, the model's answer hidden; --report prints what their
-    answers measure."""
+    answers measure. --finish asks for the whole dataset's share right instead, and labels
+    everything left or nothing."""
     from ..autolabel.run import AutoLabelError, preview
     from ..jobs.autolabel import run
     from ..jobs.runner import AUTOLABEL
