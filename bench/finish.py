@@ -22,6 +22,11 @@ realised precision, and how far the calibration estimate was from it.
 
     python bench/finish.py [--data digits|fashion] [--pool 20000] [--seeds 3]
         [--batch 100] [--target 0.98] [--budget 0.5] [--margin 0.02] [--train-on-auto-labels]
+        [--finish 0.97] [--margin-of labels|dataset]
+
+With --finish the admin tries, before each run, to finish the dataset at that share of all
+its labels right (`activelabel autolabel --finish`), and labels what the model is sure of
+at --target only when it cannot yet.
 """
 
 from __future__ import annotations
