@@ -165,7 +165,7 @@ def report(db) -> dict | None:
     # A finishing run's target is the dataset's, not each auto-label's: its auto-labels
     # may be less right than it as long as the dataset is (`dataset` says).
     measured = measure(auto_labels.spot_check_rows(db), auto_labels.populations(db),
-                       0.0 if run["finish"] else run["target"])
+                       None if run["finish"] else run["target"])
     standing = auto_labels.auto_label_counts(db)
     return {"run": run, "measured": [m.as_dict for m in measured], "standing": standing,
             "dataset": dataset_estimate(measured[-1], sum(standing.values()),

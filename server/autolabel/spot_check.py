@@ -90,12 +90,12 @@ class Measured:
     high: float
     measured_share: float  # of the labels, those whose run has answers
     expected: float | None  # the calibration estimate: their mean calibrated confidence
-    target: float
+    target: float | None  # None: the labels are not held to one (a finishing run's)
 
     @property
     def below_target(self) -> bool:
         """The whole interval lies below the target: measured worse than asked for."""
-        return self.checked > 0 and self.high < self.target
+        return self.target is not None and self.checked > 0 and self.high < self.target
 
     @property
     def as_dict(self) -> dict:
@@ -103,7 +103,8 @@ class Measured:
             "below_target": self.below_target}
 
 
-def measure(rows: list[dict], populations: list[dict], target: float) -> list[Measured]:
+def measure(rows: list[dict], populations: list[dict],
+            target: float | None) -> list[Measured]:
     """Per class (in class id order) and overall (last, class_id None). `rows`: one per
     spot-checked image, {"run_id", "class_id": the model's label, "answer": the person's
     class id or None, "unsure"}; `populations`: one per (run, class), {"run_id",

@@ -169,14 +169,15 @@ def _record_held_out(db, round_id: int, fitted) -> None:
 
 def _record_auto_ready(db, round_id: int, pool: np.ndarray, fitted) -> None:
     """For the learning curve: how many pool images the model could label now at the latest
-    auto-label run's target (else DEFAULT_TARGET), planned as `activelabel autolabel` would
-    (autolabel/plan.py) on the arrays at hand."""
+    auto-label run's target (else, or when that run finished the dataset, DEFAULT_TARGET),
+    planned as `activelabel autolabel` would (autolabel/plan.py) on the arrays at hand."""
     from ..autolabel.plan import DEFAULT_TARGET, HeldOut, Pool, plan
     from ..store.auto_labels import latest_run
 
     ids, given, probs, classes = fitted.held_out
     latest = latest_run(db)
-    target = latest["target"] if latest else DEFAULT_TARGET
+    # A finishing run's target is the dataset's share right, not a precision to plan at.
+    target = latest["target"] if latest and not latest["finish"] else DEFAULT_TARGET
     pooled = fitted.pool_held_out
     made = plan(target, HeldOut(given, classes[probs.argmax(axis=1)], probs.max(axis=1)),
                 Pool(pool, classes[pooled.argmax(axis=1)], pooled.max(axis=1)), classes)
