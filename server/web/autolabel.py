@@ -59,20 +59,14 @@ def _margin(raw: str | None) -> float | None:
 
 def _margin_of(values) -> str:
     """What the spot check's margin is of: 'labels' (the auto-labels' accuracy, the
-    default) or 'dataset' (the whole dataset's share right); 400 for anything else."""
-    of = values.get("margin_of", "labels")
-    if of not in ("labels", "dataset"):
-        abort(400, f"A margin is of 'labels' or 'dataset', not {of[:20]!r}. Nothing was written.")
-    return of
+    default) or 'dataset' (the whole dataset's share right)."""
+    return htmx.one_of(values.get("margin_of"), ("labels", "dataset"), "The margin's scope")
 
 
 def _finish(values) -> bool:
     """Whether the form asks to finish the dataset (mode=finish) rather than to label what
-    the model is sure of (mode=sure, the default); 400 for anything else."""
-    mode = values.get("mode", "sure")
-    if mode not in ("sure", "finish"):
-        abort(400, f"Mode {mode[:20]!r} is neither 'sure' nor 'finish'. Nothing was written.")
-    return mode == "finish"
+    the model is sure of (mode=sure, the default)."""
+    return htmx.one_of(values.get("mode"), ("sure", "finish"), "The mode") == "finish"
 
 
 def _classes(db) -> list[str] | None:

@@ -41,6 +41,16 @@ def whole_number(raw: str | None, what: str, low: int = 0) -> int:
     return int(raw)
 
 
+def one_of(raw: str | None, allowed: tuple[str, ...], what: str) -> str:
+    """One of `allowed` (the first when absent), else a 400 naming the field and its
+    values."""
+    value = allowed[0] if raw is None else raw
+    if value not in allowed:
+        abort(400, f"{what} is one of {', '.join(map(repr, allowed))}, not {value[:20]!r}."
+                   " Nothing was written.")
+    return value
+
+
 def elapsed_seconds(raw: str | None) -> float | None:
     """How long the person looked, posted by the browser in milliseconds; None when absent
     or absurd (it is a measurement, never a reason to refuse an answer)."""
