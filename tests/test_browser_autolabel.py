@@ -34,6 +34,24 @@ def log_in(page, base: str, name: str, where: str) -> None:
         page.click("form.login button[type=submit]")
 
 
+def preview(admin, target: str) -> tuple[int, str]:
+    """Type the target, press Preview: (the images it would label, the summary line)."""
+    admin.fill("input[name=target]", target)
+    with admin.expect_navigation():
+        admin.click("#plan button[type=submit]")
+    summary = admin.inner_text("#plan > p")
+    return int(summary.split("would be labeled")[0].split(":")[-1].split()[0]), summary
+
+
+def run_and_wait(admin, planned: int) -> None:
+    """Press the run button; the status panel polls the job until the worker has done it."""
+    with admin.expect_navigation():
+        admin.click(f"text=Auto-label {planned} images")
+    admin.wait_for_function(
+        "() => document.querySelector('#autolabel-status').innerText.includes("
+        "'images labeled by the model')", timeout=120_000)
+
+
 def test_preview_run_spot_check_and_the_measured_accuracy(trained, tmp_path, digits):  # noqa: F811
     shutil.copytree(trained, tmp_path / "copy", symlinks=True)
     project = Project.open(tmp_path / "copy" / "project")
@@ -42,19 +60,10 @@ def test_preview_run_spot_check_and_the_measured_accuracy(trained, tmp_path, dig
         admin = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
         admin.set_default_timeout(TIMEOUT_MS)
         log_in(admin, base, "admin", "/admin/autolabel/")
-        admin.fill("input[name=target]", "0.95")
-        with admin.expect_navigation():
-            admin.click("#plan button[type=submit]")
-        summary = admin.inner_text("#plan > p")
-        planned = int(summary.split("would be labeled")[0].split(":")[-1].split()[0])
+        planned, summary = preview(admin, "0.95")
         assert planned > 0, summary
         screenshot(admin, "autolabel-preview")
-        with admin.expect_navigation():
-            admin.click(f"text=Auto-label {planned} images")
-        # The status panel polls the job until the worker has done it.
-        admin.wait_for_function(
-            "() => document.querySelector('#autolabel-status').innerText.includes("
-            "'images labeled by the model')", timeout=120_000)
+        run_and_wait(admin, planned)
         sampled = {r[0] for r in data.db.execute("SELECT image_id FROM spot_checks")}
         assert sampled
 
@@ -116,20 +125,12 @@ def test_finishing_the_dataset_from_the_page(trained, tmp_path, digits):  # noqa
         admin.set_default_timeout(TIMEOUT_MS)
         log_in(admin, base, "admin", "/admin/autolabel/")
         admin.check("input[name=mode][value=finish]")
-        admin.fill("input[name=target]", f"{target:g}")
-        with admin.expect_navigation():
-            admin.click("#plan button[type=submit]")
+        planned, summary = preview(admin, f"{target:g}")
         expected = admin.inner_text("#finish-summary")
         assert "of its labels expected right" in expected, expected
-        summary = admin.inner_text("#plan > p")
-        planned = int(summary.split("would be labeled")[0].split(":")[-1].split()[0])
         assert planned > 0 and "finishing the dataset at" in summary, summary
         screenshot(admin, "autolabel-finish-preview")
-        with admin.expect_navigation():
-            admin.click(f"text=Auto-label {planned} images")
-        admin.wait_for_function(
-            "() => document.querySelector('#autolabel-status').innerText.includes("
-            "'images labeled by the model')", timeout=120_000)
+        run_and_wait(admin, planned)
         # The annotators answer the spot check (the labeling screen's part is tested above).
         sampled = [r[0] for r in data.db.execute("SELECT image_id FROM spot_checks")]
         for image_id in store.next_images(data.db, data.user("ann"), n=len(sampled)):
