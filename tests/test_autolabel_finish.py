@@ -32,6 +32,9 @@ def test_finishing_out_of_reach_says_how_far_and_writes_nothing(data, runner):  
         assert result.exit_code != 0, result.output
         assert "finishing now would leave about" in result.output
         assert "label more of the queue and retrain" in result.output
+    result = runner.invoke(main, ["autolabel", str(data.project.root), "--finish", "0.9",
+                                  "--precision", "0.95"])
+    assert result.exit_code != 0 and "Give one" in result.output, result.output
     for bad in ("1.2", "0.3"):
         result = runner.invoke(main, ["autolabel", str(data.project.root), "--finish", bad])
         assert result.exit_code != 0 and "between 0.5 and 1" in result.output, result.output

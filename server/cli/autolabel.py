@@ -52,6 +52,11 @@ def autolabel(project: str, precision: float, finish: float | None, classes: str
     from ..projects import open_db
     from ..store import auto_labels, job_rows
 
+    given = click.get_current_context().get_parameter_source("precision")
+    if finish is not None and given == click.core.ParameterSource.COMMANDLINE:
+        raise click.ClickException("--finish and --precision are two targets: --finish asks for"
+                                   " the whole dataset's share right, --precision for the model's"
+                                   " labels'. Give one; nothing written.")
     if not no_spot_check and not 0 < margin < 0.5:
         raise click.ClickException(f"--margin is a half-width between 0 and 0.5 (got"
                                    f" {margin:g}); e.g. 0.02 for ±2 points")
